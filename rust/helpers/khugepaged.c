@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Helpers for the Rust khugepaged (mm/khugepaged/): static inlines and
+ * macros of the mm headers, wrapped so that Rust can call them.
+ */
+
+#include <linux/huge_mm.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/page_table_check.h>
+#include <linux/pagemap.h>
+#include <linux/pgtable.h>
+#include <linux/spinlock.h>
+#include <linux/userfaultfd_k.h>
+#include <asm/tlbflush.h>
+
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+
+/* mm_struct, VMA */
+
+void rust_helper_mmap_assert_locked(struct mm_struct *mm)
+{
+	mmap_assert_locked(mm);
+}
+
+struct vm_area_struct *rust_helper_vma_lookup(struct mm_struct *mm,
+					      unsigned long addr)
+{
+	return vma_lookup(mm, addr);
+}
+
+bool rust_helper_range_in_vma(struct vm_area_struct *vma, unsigned long start,
+			      unsigned long end)
+{
+	return range_in_vma(vma, start, end);
+}
+
+bool rust_helper_thp_vma_allowable_order(struct vm_area_struct *vma,
+					 unsigned long vm_flags,
+					 unsigned long tva_flags, int order)
+{
+	return thp_vma_allowable_order(vma, vm_flags, tva_flags, order);
+}
+
+bool rust_helper_userfaultfd_wp(struct vm_area_struct *vma)
+{
+	return userfaultfd_wp(vma);
+}
+
+bool rust_helper_userfaultfd_armed(struct vm_area_struct *vma)
+{
+	return userfaultfd_armed(vma);
+}
+
+pgoff_t rust_helper_linear_page_index(struct vm_area_struct *vma,
+				      unsigned long address)
+{
+	return linear_page_index(vma, address);
+}
+
+void rust_helper_add_mm_counter(struct mm_struct *mm, int member, long value)
+{
+	add_mm_counter(mm, member, value);
+}
+
+void rust_helper_mm_dec_nr_ptes(struct mm_struct *mm)
+{
+	mm_dec_nr_ptes(mm);
+}
+
+void rust_helper_flush_tlb_mm(struct mm_struct *mm)
+{
+	/*
+	 * bindgen parses the helpers with -DMODULE, and x86 hides its TLB
+	 * flush API from modules: bindgen only needs the prototype.
+	 */
+#ifndef __BINDGEN__
+	flush_tlb_mm(mm);
+#endif
+}
+
+/* folio, page */
+
+struct folio *rust_helper_filemap_lock_folio(struct address_space *mapping,
+					     pgoff_t index)
+{
+	return filemap_lock_folio(mapping, index);
+}
+
+unsigned int rust_helper_folio_order(struct folio *folio)
+{
+	return folio_order(folio);
+}
+
+struct page *rust_helper_folio_page(struct folio *folio, unsigned long n)
+{
+	return folio_page(folio, n);
+}
+
+void rust_helper_folio_get(struct folio *folio)
+{
+	folio_get(folio);
+}
+
+void rust_helper_folio_put(struct folio *folio)
+{
+	folio_put(folio);
+}
+
+void rust_helper_folio_ref_sub(struct folio *folio, int nr)
+{
+	folio_ref_sub(folio, nr);
+}
+
+bool rust_helper_folio_test_locked(struct folio *folio)
+{
+	return folio_test_locked(folio);
+}
+
+int rust_helper_mm_counter_file(struct folio *folio)
+{
+	return mm_counter_file(folio);
+}
+
+bool rust_helper_khugepaged_warn_zone_device(struct page *page)
+{
+	return WARN_ON_ONCE(page && is_zone_device_page(page));
+}
+
+/* Page tables */
+
+pmd_t rust_helper_pmdp_get_lockless(pmd_t *pmdp)
+{
+	return pmdp_get_lockless(pmdp);
+}
+
+void rust_helper_pmdp_get_lockless_sync(void)
+{
+	pmdp_get_lockless_sync();
+}
+
+int rust_helper_pmd_none(pmd_t pmd)
+{
+	return pmd_none(pmd);
+}
+
+int rust_helper_pmd_present(pmd_t pmd)
+{
+	return pmd_present(pmd);
+}
+
+int rust_helper_pmd_trans_huge(pmd_t pmd)
+{
+	return pmd_trans_huge(pmd);
+}
+
+int rust_helper_pmd_devmap(pmd_t pmd)
+{
+	return pmd_devmap(pmd);
+}
+
+int rust_helper_pmd_bad(pmd_t pmd)
+{
+	return pmd_bad(pmd);
+}
+
+pgtable_t rust_helper_pmd_pgtable(pmd_t pmd)
+{
+	return pmd_pgtable(pmd);
+}
+
+spinlock_t *rust_helper_pmd_lock(struct mm_struct *mm, pmd_t *pmd)
+{
+	return pmd_lock(mm, pmd);
+}
+
+pte_t rust_helper_ptep_get(pte_t *ptep)
+{
+	return ptep_get(ptep);
+}
+
+int rust_helper_pte_none(pte_t pte)
+{
+	return pte_none(pte);
+}
+
+int rust_helper_pte_present(pte_t pte)
+{
+	return pte_present(pte);
+}
+
+void rust_helper_pte_unmap(pte_t *pte)
+{
+	pte_unmap(pte);
+}
+
+void rust_helper_ptep_clear(struct mm_struct *mm, unsigned long addr,
+			    pte_t *ptep)
+{
+	ptep_clear(mm, addr, ptep);
+}
+
+void rust_helper_page_table_check_pte_clear_range(struct mm_struct *mm,
+						  unsigned long addr,
+						  pmd_t pmd)
+{
+	page_table_check_pte_clear_range(mm, addr, pmd);
+}
+
+/* Locks */
+
+void rust_helper_spin_lock_nested(spinlock_t *lock, int subclass)
+{
+	spin_lock_nested(lock, subclass);
+}
+
+int rust_helper_spin_is_locked(spinlock_t *lock)
+{
+	return spin_is_locked(lock);
+}
+
+/* mmu_notifier: these are empty inlines without CONFIG_MMU_NOTIFIER. */
+
+void rust_helper_mmu_notifier_range_init(struct mmu_notifier_range *range,
+					 enum mmu_notifier_event event,
+					 unsigned int flags,
+					 struct mm_struct *mm,
+					 unsigned long start,
+					 unsigned long end)
+{
+	mmu_notifier_range_init(range, event, flags, mm, start, end);
+}
+
+void rust_helper_mmu_notifier_invalidate_range_start(struct mmu_notifier_range *range)
+{
+	mmu_notifier_invalidate_range_start(range);
+}
+
+void rust_helper_mmu_notifier_invalidate_range_end(struct mmu_notifier_range *range)
+{
+	mmu_notifier_invalidate_range_end(range);
+}
+
+#endif /* CONFIG_TRANSPARENT_HUGEPAGE */

@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings for the khugepaged-rs scripts; sourced, not run.
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=${ARCH:-x86_64}
+CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/khugepaged-rs}
+TARBALL=${TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+# KSRC: a user's own 6.12.y tree (patched in place); default: unpacked tarball.
+SRC=${KSRC:-$CACHE/linux-6.12}
+O=${O:-$CACHE/build-$ARCH}
+GUEST=${GUEST:-$CACHE/guest-$ARCH}
+LOGS=${LOGS:-$CACHE/logs}
+BINDGEN_DIR=${BINDGEN_DIR:-/opt/khugepaged-rs/bindgen}
+
+export PATH=/usr/lib/llvm-19/bin:$PATH
+
+case $ARCH in
+x86_64)	KARCH=x86_64; KIMAGE=arch/x86/boot/bzImage; CROSS= ;;
+arm64)	KARCH=arm64; KIMAGE=arch/arm64/boot/Image; CROSS=aarch64-linux-gnu- ;;
+*)	echo "unsupported ARCH=$ARCH" >&2; exit 1 ;;
+esac
+
+KMAKE=(make -C "$SRC" O="$O" ARCH="$KARCH" LLVM=1
+	RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+	BINDGEN="$BINDGEN_DIR/bin/bindgen"
+	CLIPPY_DRIVER=/usr/bin/clippy-driver)
+
+say() { printf '[%s] %s\n' "${STEP:-khugepaged-rs}" "$*"; }
+die() { printf '[%s] error: %s\n' "${STEP:-khugepaged-rs}" "$*" >&2; exit 1; }

@@ -1,0 +1,56 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Install everything the build, the guest and the tests need, from Debian's
+# registry and crates.io only.  Idempotent and non-interactive: a second run
+# checks and returns in about a second.
+set -euo pipefail
+
+say() { printf '[deps] %s\n' "$*"; }
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+PKGS=(
+	linux-source-6.12
+	rustc-web rust-web-src rust-web-clippy
+	clang-19 lld-19 llvm-19 libclang-19-dev
+	flex bison bc libelf-dev libssl-dev cpio kmod xz-utils make gcc
+	busybox-static e2fsprogs python3 rsync
+)
+BPO_PKGS=(qemu-system-x86)
+
+missing=()
+for p in "${PKGS[@]}" "${BPO_PKGS[@]}"; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
+		missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		say "adding the bookworm-backports apt source (QEMU)"
+		cat <<-SRC | $SUDO tee /etc/apt/sources.list.d/khugepaged-rs-backports.sources >/dev/null
+		Types: deb
+		URIs: http://deb.debian.org/debian
+		Suites: bookworm-backports
+		Components: main
+		Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+		SRC
+	fi
+	say "apt-get update"
+	$SUDO apt-get update -qq
+	say "installing: ${missing[*]}"
+	$SUDO apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+	$SUDO apt-get install -y -qq --no-install-recommends \
+		-t bookworm-backports "${BPO_PKGS[@]}" >/dev/null
+fi
+
+# bindgen: Debian's is below the kernel's minimum (0.65.1).
+BINDGEN_DIR=${BINDGEN_DIR:-/opt/khugepaged-rs/bindgen}
+if ! [ -x "$BINDGEN_DIR/bin/bindgen" ]; then
+	say "cargo install bindgen-cli (about 2 minutes)"
+	LIBCLANG_PATH=/usr/lib/llvm-19/lib \
+		cargo install --locked --quiet --root "$BINDGEN_DIR" bindgen-cli@0.73.2
+fi
+say "ok: $(/usr/bin/rustc --version), $("$BINDGEN_DIR/bin/bindgen" --version), $(qemu-system-x86_64 --version | head -1)"

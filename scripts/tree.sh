@@ -1,0 +1,48 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Prepare the kernel tree: unpack the 6.12 tarball (unless KSRC= names a
+# tree), apply patches/series once, and sync the overlay files so that only
+# changed files get a new mtime (incremental rebuilds).
+set -euo pipefail
+STEP=tree
+. "$(dirname "$0")/common.sh"
+
+APPLIED=$SRC/.khugepaged-rs-applied
+
+if [ -z "${KSRC:-}" ] && [ ! -f "$SRC/Makefile" ]; then
+	[ -f "$TARBALL" ] || die "$TARBALL missing: run 'make deps'"
+	say "unpacking $(basename "$TARBALL") into $SRC"
+	mkdir -p "$SRC.tmp"
+	tar -xf "$TARBALL" -C "$SRC.tmp" --strip-components=1
+	mv "$SRC.tmp" "$SRC"
+fi
+grep -q '^VERSION = 6$' "$SRC/Makefile" && grep -q '^PATCHLEVEL = 12$' "$SRC/Makefile" ||
+	die "$SRC is not a 6.12 tree"
+
+series() { grep -v '^\s*\(#\|$\)' "$1/series"; }
+
+# Same series already applied?  Nothing to do.
+if ! { [ -d "$APPLIED" ] && diff -qr "$TOP/patches" "$APPLIED" >/dev/null; }; then
+	if [ -d "$APPLIED" ]; then
+		say "patch series changed: reverting the old one"
+		for p in $(series "$APPLIED" | tac); do
+			patch -d "$SRC" -p1 -R -s -f <"$APPLIED/$p" ||
+				die "cannot revert $p; remove $SRC to start afresh"
+		done
+		rm -rf "$APPLIED"
+	fi
+	for p in $(series "$TOP/patches"); do
+		say "applying $p"
+		patch -d "$SRC" -p1 -s -f -N <"$TOP/patches/$p" || die "$p does not apply"
+	done
+	find "$SRC" -name '*.orig' -newer "$TOP/patches/series" -delete 2>/dev/null || true
+	cp -r "$TOP/patches" "$APPLIED"
+fi
+
+# Overlay: new files of the project, mirrored into the tree.  --checksum
+# leaves unchanged files (and their mtimes) alone.
+for d in mm include rust tools Documentation; do
+	[ -d "$TOP/$d" ] || continue
+	rsync -r --checksum --out-format='[tree] overlay %n' "$TOP/$d/" "$SRC/$d/" | grep -v '/$' || true
+done

@@ -35,5 +35,8 @@ if ! "${KMAKE[@]}" -j"$(nproc)" ${KBUILD_EXTRA:-} "$(basename "$KIMAGE")" >"$LOG
 	grep -E 'error|Error' "$LOGS/build-$ARCH.log" | head -40 >&2
 	die "kernel build failed; see $LOGS/build-$ARCH.log"
 fi
-grep -E 'warning:' "$LOGS/build-$ARCH.log" | grep -E 'mm/khugepaged|rust/helpers/khugepaged|khugepaged_rs' && die "warnings in the project's code"
+if grep -A4 'warning' "$LOGS/build-$ARCH.log" | grep -qE 'mm/khugepaged|helpers/khugepaged'; then
+	grep -A8 'warning' "$LOGS/build-$ARCH.log" >&2
+	die "warnings in the project's code"
+fi
 say "built $O/$KIMAGE in $(( $(date +%s) - start ))s"

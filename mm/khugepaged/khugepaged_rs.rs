@@ -1,14 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! stub
-use kernel::bindings;
+//! khugepaged's collapse path in Rust.
+//!
+//! The C implementation in `mm/khugepaged.c` stays as the reference; which
+//! one runs is chosen by `khugepaged_impl=` and
+//! `/sys/kernel/mm/transparent_hugepage/khugepaged/impl`. C calls into this
+//! crate through the `#[no_mangle]` functions below, declared in
+//! `include/linux/khugepaged_scan.h`.
+//!
+//! # Lock order
+//!
+//! mmap_lock -> folio lock -> (i_mmap_rwsem -> anon_vma ->) pmd lock ->
+//! pte lock, as in `mm/rmap.c`. All locks are taken through the guards in
+//! [`guard`], whose types encode this order; see that module.
 
-/// stub
+mod collapse;
+mod guard;
+mod scan;
+
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    ffi::{c_int, c_ulong},
+};
+
+/// Rust `collapse_pte_mapped_thp()`: same contract and results as the C
+/// one (see `mm/khugepaged.c`).
+///
+/// # Safety
+///
+/// `mm` must point to a live `mm_struct` whose mmap lock the caller holds
+/// (read or write) for the duration of the call.
 #[no_mangle]
 pub unsafe extern "C" fn rust_collapse_pte_mapped_thp(
-    _mm: *mut bindings::mm_struct,
-    _addr: core::ffi::c_ulong,
-    _install_pmd: bool,
-) -> core::ffi::c_int {
-    bindings::scan_result_SCAN_FAIL as _
+    mm: *mut bindings::mm_struct,
+    addr: c_ulong,
+    install_pmd: bool,
+) -> c_int {
+    let Some(mm) = NonNull::new(mm) else {
+        return scan::SCAN_FAIL as c_int;
+    };
+    // SAFETY: the caller holds `mm`'s mmap lock for this call.
+    let mmap = unsafe { guard::MmapLocked::assert_held(mm) };
+    collapse::collapse_pte_mapped_thp(&mmap, addr, install_pmd) as c_int
 }

@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `collapse_pte_mapped_thp()`: re-map a PTE-mapped file/shmem THP by PMD.
+//!
+//! Same contract and result codes as the C reference in `mm/khugepaged.c`
+//! (6.12): the caller holds the mmap lock (read is enough); the folio lock
+//! keeps more PTEs of the folio from being faulted in; the PTE table is
+//! checked under its lock (step 1), then cleared with rmap removal (step 2)
+//! inside an mmu_notifier invalidation, refcount and rss are adjusted
+//! (step 3), the table is detached under the PMD lock with the PTE lock
+//! nested (step 4) and freed after an RCU grace period, and a huge PMD is
+//! installed if asked (step 5).
+//!
+//! A VMA with an `anon_vma` is allowed ("mm/khugepaged: fix
+//! collapse_pte_mapped_thp() to allow anon_vma"): a CoWed subpage makes the
+//! PTE check fail instead.
+
+use core::ptr::NonNull;
+use kernel::ffi::{c_long, c_ulong};
+use kernel::bindings;
+
+use crate::guard::{
+    LockedFolio, MmapLocked, MmuNotifierRange, PmdLock, PmdPteLock, PteLock, PteMap, PteMapLock,
+    PtlHeld, Vma, HPAGE_PMD_NR,
+};
+use crate::scan::*;
+
+const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
+const HPAGE_PMD_MASK: c_ulong = bindings::RUST_HPAGE_PMD_MASK;
+const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE;
+
+// `mm_struct` embeds structs that are empty in this configuration, which
+// the lint flags; the pointer is passed through opaquely, as the bindings
+// crate does.
+#[allow(improper_ctypes)]
+extern "C" {
+    /// `mm/internal.h`: the PMD entry for `address`, if the upper levels
+    /// are populated and not huge.
+    fn mm_find_pmd(mm: *mut bindings::mm_struct, address: c_ulong) -> *mut bindings::pmd_t;
+}
+
+/// `find_pmd_or_thp_or_none()`: classifies the PMD entry covering
+/// `address`, returning it when one exists.
+fn find_pmd_or_thp_or_none(
+    mmap: &MmapLocked<'_>,
+    address: c_ulong,
+) -> (ScanResult, Option<NonNull<bindings::pmd_t>>) {
+    // SAFETY: the mm is live and its mmap lock held.
+    let Some(pmd) = NonNull::new(unsafe { mm_find_pmd(mmap.as_ptr(), address) }) else {
+        return (SCAN_PMD_NULL, None);
+    };
+    // SAFETY: `pmd` is a valid entry; a lockless read is what the checks
+    // below expect (they are repeated under the locks).
+    let pmde = unsafe { bindings::pmdp_get_lockless(pmd.as_ptr()) };
+    // SAFETY: these only look at the value.
+    let result = unsafe {
+        if bindings::pmd_none(pmde) != 0 {
+            SCAN_PMD_NONE
+        } else if bindings::pmd_present(pmde) == 0 {
+            SCAN_PMD_NULL
+        } else if bindings::pmd_trans_huge(pmde) != 0 {
+            SCAN_PMD_MAPPED
+        } else if bindings::pmd_devmap(pmde) != 0 || bindings::pmd_bad(pmde) != 0 {
+            SCAN_PMD_NULL
+        } else {
+            SCAN_SUCCEED
+        }
+    };
+    (result, Some(pmd))
+}
+
+/// `set_huge_pmd()`: maps the locked PMD-order `folio` by a huge PMD at
+/// `haddr` through `do_set_pmd()`.
+fn set_huge_pmd(
+    vma: &Vma<'_>,
+    haddr: c_ulong,
+    pmd: NonNull<bindings::pmd_t>,
+    folio: &LockedFolio<'_>,
+) -> ScanResult {
+    let mut vmf = bindings::vm_fault::default();
+    vmf.__bindgen_anon_1.vma = vma.as_ptr();
+    vmf.__bindgen_anon_1.address = haddr;
+    vmf.pmd = pmd.as_ptr();
+    // SAFETY: the folio is locked and PMD-sized, the mmap lock is held and
+    // `pmd` is the entry for `haddr` in `vma`'s mm: do_set_pmd()'s contract.
+    if unsafe { bindings::do_set_pmd(&mut vmf, folio.page(0)) } != 0 {
+        return SCAN_FAIL;
+    }
+    folio.get_for_mapping();
+    SCAN_SUCCEED
+}
+
+/// The page that PTE `ptent` at `addr` of `vma` maps, as step 1 and 2 see
+/// it: `vm_normal_page()`, a zone-device page counted as none (with a
+/// one-time warning, as in C).
+fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: bindings::pte_t) -> *mut bindings::page {
+    // SAFETY: the VMA is valid and `ptent` a value read from its table.
+    let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) };
+    // SAFETY: `page` is NULL or a valid page.
+    if unsafe { bindings::khugepaged_warn_zone_device(page) } {
+        return core::ptr::null_mut();
+    }
+    page
+}
+
+/// `pte_none()` and `pte_present()` of an entry value.
+fn pte_state(ptent: bindings::pte_t) -> (bool, bool) {
+    // SAFETY: these only look at the value.
+    unsafe { (bindings::pte_none(ptent) != 0, bindings::pte_present(ptent) != 0) }
+}
+
+/// The PTE lock as step 2 holds it: alone, or nested in the PMD lock when
+/// a uffd-armed private VMA needs the PMD lock first.
+enum Step2Lock<'a> {
+    Pte(PteLock<'a>),
+    PmdPte(PmdPteLock<'a>),
+}
+
+impl PtlHeld for Step2Lock<'_> {
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        match self {
+            Step2Lock::Pte(l) => l.held_ptl(),
+            Step2Lock::PmdPte(l) => l.held_ptl(),
+        }
+    }
+}
+
+/// Undoes step 3's accounting for the `nr_ptes` entries step 2 cleared
+/// before it had to abort; the TLB is flushed since no PMD flush follows.
+fn abort_cleared(mmap: &MmapLocked<'_>, folio: &LockedFolio<'_>, nr_ptes: i32) {
+    if nr_ptes == 0 {
+        return;
+    }
+    // SAFETY: the mm is live.
+    unsafe { bindings::flush_tlb_mm(mmap.as_ptr()) };
+    // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
+    unsafe { folio.ref_sub_mappings(nr_ptes) };
+    // SAFETY: the mm is live.
+    unsafe { bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long)) };
+}
+
+/// Tries to collapse the PTE-mapped THP at `addr` of the mm that `mmap`
+/// proves locked: see the module documentation.
+pub(crate) fn collapse_pte_mapped_thp(
+    mmap: &MmapLocked<'_>,
+    addr: c_ulong,
+    install_pmd: bool,
+) -> ScanResult {
+    let haddr = addr & HPAGE_PMD_MASK;
+
+    // First check VMA found, in case page tables are being torn down.
+    let Some(vma) = mmap.vma_lookup(haddr) else {
+        return SCAN_VMA_CHECK;
+    };
+    if !vma.has_file() || !vma.contains_range(haddr, haddr + HPAGE_PMD_SIZE) {
+        return SCAN_VMA_CHECK;
+    }
+
+    // Fast check before locking the folio if already PMD-mapped.
+    let (result, _) = find_pmd_or_thp_or_none(mmap, haddr);
+    if result == SCAN_PMD_MAPPED {
+        return result;
+    }
+
+    // The page cache already holds a PMD-sized folio that a fault would map
+    // by PMD regardless of the sysfs THP settings: elide them here too.
+    if !vma.thp_pmd_allowed() {
+        return SCAN_VMA_CHECK;
+    }
+
+    // Keep the PMD page table for uffd-wp (see retract_page_tables()).
+    if vma.userfaultfd_wp() {
+        return SCAN_PTE_UFFD_WP;
+    }
+
+    let Some(folio) = LockedFolio::lock_in_vma(&vma, haddr) else {
+        return SCAN_PAGE_NULL;
+    };
+    if folio.order() != bindings::RUST_HPAGE_PMD_ORDER {
+        return SCAN_PAGE_COMPOUND;
+    }
+
+    let pmd = match find_pmd_or_thp_or_none(mmap, haddr) {
+        (SCAN_SUCCEED, Some(pmd)) => pmd,
+        // All PTEs were removed and the PMD cleared: just map the folio.
+        (SCAN_PMD_NONE, Some(pmd)) => return maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd),
+        (SCAN_SUCCEED | SCAN_PMD_NONE, None) => return SCAN_PMD_NULL,
+        (result, _) => return result,
+    };
+
+    // Step 1: check that every mapped PTE maps the right page of the folio.
+    {
+        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
+        let Some(ptes) = (unsafe { PteMapLock::map_lock(mmap, pmd, haddr) }) else {
+            // mmap_lock + folio lock should prevent this.
+            return SCAN_FAIL;
+        };
+        for i in 0..HPAGE_PMD_NR {
+            let Some(ptent) = ptes.get(i) else { break };
+            let (none, present) = pte_state(ptent);
+            if none {
+                continue;
+            }
+            // Swapped out or migrating: abort.
+            if !present {
+                return SCAN_PTE_NON_PRESENT;
+            }
+            // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
+            // page, but the new page is never a subpage of the folio.
+            if folio.page(i) != mapped_page(&vma, haddr + i as c_ulong * PAGE_SIZE, ptent) {
+                return SCAN_FAIL;
+            }
+        }
+        // `ptes` unmapped and unlocked here.
+    }
+
+    let mut range = MmuNotifierRange::clear(mmap, haddr, haddr + HPAGE_PMD_SIZE);
+    let invalidation = range.start();
+
+    // pmd_lock covers a wider range than ptl, and (if split from mm's
+    // page_table_lock) ptl nests inside pml. The less time pml is held the
+    // better; but userfaultfd's mfill_atomic_pte() on a private VMA inserts
+    // an as-if-CoWed PTE without looking at the page cache, so the folio
+    // lock does not stop it, so ptl must not be dropped before the table is
+    // detached: uffd-armed private VMAs take pml now.
+    let (map, lock) = if vma.userfaultfd_armed() && !vma.is_shared() {
+        // SAFETY: `pmd` is an entry of this mm.
+        let pml = unsafe { PmdLock::lock(mmap, pmd) };
+        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
+        let Some(map) = (unsafe { PteMap::map_nolock(mmap, pmd, haddr) }) else {
+            return SCAN_FAIL;
+        };
+        // SAFETY: `map.ptl()` is the lock of the table under `pmd`.
+        let both = unsafe { pml.nest_ptl(map.ptl()) };
+        (map, Step2Lock::PmdPte(both))
+    } else {
+        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
+        let Some(map) = (unsafe { PteMap::map_nolock(mmap, pmd, haddr) }) else {
+            return SCAN_FAIL;
+        };
+        let ptl = map.lock();
+        (map, Step2Lock::Pte(ptl))
+    };
+
+    // Step 2: clear the page table and adjust the rmap.
+    let mut nr_ptes: i32 = 0;
+    for i in 0..HPAGE_PMD_NR {
+        let Some(ptent) = map.get(i) else { break };
+        let addr = haddr + i as c_ulong * PAGE_SIZE;
+        let (none, present) = pte_state(ptent);
+        if none {
+            continue;
+        }
+        // ptl was dropped after step 1 for the mmu_notifier: the folio lock
+        // stops more PTEs of the folio being faulted in, but not write
+        // faults CoWing anon copies from existing PTEs, nor swap-out or
+        // migration of those.
+        let page = if present {
+            // SAFETY: the VMA is valid and `ptent` read under its lock.
+            unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) }
+        } else {
+            core::ptr::null_mut()
+        };
+        if !present || folio.page(i) != page {
+            abort_cleared(mmap, &folio, nr_ptes);
+            // Guards release: ptl (and pml), the mapping, the notifier
+            // range, then the folio, as C's abort path does.
+            return if present { SCAN_FAIL } else { SCAN_PTE_NON_PRESENT };
+        }
+        // Must clear the entry, or a racing truncate may remove it again.
+        // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
+        // folio is already dirty; a file THP is read-only.
+        if !map.clear(&lock, addr, i) {
+            abort_cleared(mmap, &folio, nr_ptes);
+            return SCAN_FAIL;
+        }
+        // SAFETY: `page` belongs to the locked folio and its PTE in `vma`
+        // was just cleared under the PTE lock.
+        unsafe { bindings::folio_remove_rmap_ptes(folio.as_ptr(), page, 1, vma.as_ptr()) };
+        nr_ptes += 1;
+    }
+
+    let ptl = map.ptl();
+    drop(map);
+    let held = match lock {
+        Step2Lock::PmdPte(both) => Some(both),
+        Step2Lock::Pte(ptl) => {
+            drop(ptl);
+            None
+        }
+    };
+
+    // Step 3: set the refcount and the mm counters right.
+    if nr_ptes > 0 {
+        // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
+        unsafe { folio.ref_sub_mappings(nr_ptes) };
+        // SAFETY: the mm is live.
+        unsafe { bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long)) };
+    }
+
+    // Step 4: remove the empty page table.
+    let both = match held {
+        Some(both) => both,
+        // SAFETY: `pmd` is an entry of this mm and `ptl` the lock of its PTE
+        // table, which the folio and mmap locks keep attached.
+        None => unsafe { PmdLock::lock(mmap, pmd).nest_ptl(ptl) },
+    };
+    // SAFETY: `vma` maps `haddr`, the PMD entry is locked with its table's
+    // lock, and step 2 cleared every PTE.
+    let pgt_pmd = unsafe { both.collapse_flush(&vma, haddr) };
+    drop(both);
+    drop(invalidation);
+
+    // SAFETY: the table was detached from the mm above; it is freed after
+    // an RCU grace period, so lockless walkers still see a valid table.
+    unsafe {
+        bindings::mm_dec_nr_ptes(mmap.as_ptr());
+        bindings::page_table_check_pte_clear_range(mmap.as_ptr(), haddr, pgt_pmd);
+        bindings::pte_free_defer(mmap.as_ptr(), bindings::pmd_pgtable(pgt_pmd));
+    }
+
+    maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd)
+}
+
+/// Step 5: install the huge PMD if asked to.
+fn maybe_install_pmd(
+    vma: &Vma<'_>,
+    haddr: c_ulong,
+    pmd: NonNull<bindings::pmd_t>,
+    folio: &LockedFolio<'_>,
+    install_pmd: bool,
+) -> ScanResult {
+    if install_pmd {
+        set_huge_pmd(vma, haddr, pmd, folio)
+    } else {
+        SCAN_SUCCEED
+    }
+}

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! khugepaged scan results, from the C `enum scan_result` in
+//! `include/linux/khugepaged_scan.h`, the one definition both
+//! implementations use.
+
+use kernel::bindings;
+
+/// A khugepaged scan result (`enum scan_result`).
+pub(crate) type ScanResult = bindings::scan_result;
+
+macro_rules! scan_results {
+    ($($name:ident => $c:ident),* $(,)?) => {
+        $(
+            #[allow(dead_code)]
+            pub(crate) const $name: ScanResult = bindings::$c;
+        )*
+    };
+}
+
+scan_results! {
+    SCAN_FAIL => scan_result_SCAN_FAIL,
+    SCAN_SUCCEED => scan_result_SCAN_SUCCEED,
+    SCAN_PMD_NULL => scan_result_SCAN_PMD_NULL,
+    SCAN_PMD_NONE => scan_result_SCAN_PMD_NONE,
+    SCAN_PMD_MAPPED => scan_result_SCAN_PMD_MAPPED,
+    SCAN_PTE_NON_PRESENT => scan_result_SCAN_PTE_NON_PRESENT,
+    SCAN_PTE_UFFD_WP => scan_result_SCAN_PTE_UFFD_WP,
+    SCAN_PAGE_NULL => scan_result_SCAN_PAGE_NULL,
+    SCAN_PAGE_COMPOUND => scan_result_SCAN_PAGE_COMPOUND,
+    SCAN_VMA_CHECK => scan_result_SCAN_VMA_CHECK,
+}

@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# khugepaged-rs: khugepaged's collapse path in Rust on Linux 6.12.
+#
+#   make run     build, boot, show MADV_COLLAPSE with C and Rust side by side
+#   make test    every check, C and Rust in one boot; ends "N passed, N failed"
+#
+# Variables: ARCH=x86_64, CACHE=~/.cache/khugepaged-rs (tree, build, logs),
+# KSRC=/path/to/linux-6.12.y (patched in place), O=build dir.
+
+SHELL := /bin/bash
+export ARCH CACHE KSRC O
+
+.PHONY: all run test deps tree kernel guest clean-build help
+
+all: run
+
+help:
+	@sed -n '3,10p' Makefile
+
+deps:
+	@bash scripts/deps.sh
+
+tree: deps
+	@bash scripts/tree.sh
+
+kernel: tree
+	@bash scripts/kernel.sh
+
+run: deps
+	@bash scripts/boot.sh run
+
+test: deps
+	@bash scripts/boot.sh test
+
+# Remove the kernel build directory (not the unpacked tree).
+clean-build:
+	@. scripts/common.sh && rm -rf "$$O"

@@ -1,0 +1,61 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build the guest: static test binaries, an initramfs (the tree's
+# usr/gen_init_cpio) with busybox and a job list, and an empty ext4 disk.
+#   guest.sh JOBS_FILE
+set -euo pipefail
+STEP=guest
+. "$(dirname "$0")/common.sh"
+
+JOBS=${1:?usage: guest.sh JOBS_FILE}
+mkdir -p "$GUEST/bin"
+SELF=$SRC/tools/testing/selftests
+CC=${CROSS}gcc
+CFLAGS=(-static -O2 -g -Wall -isystem "$O/usr/include" -I "$SELF" -I "$SELF/mm")
+
+if ! [ -f "$O/usr/include/linux/mman.h" ] || [ "$O/usr/include/linux/mman.h" -ot "$O/.config" ]; then
+	say "installing uapi headers"
+	"${KMAKE[@]}" -s headers_install >/dev/null
+fi
+
+build() { # OUT SOURCES...
+	local out=$GUEST/bin/$1; shift
+	local newest
+	newest=$(ls -t "$@" | head -1)
+	if ! [ -x "$out" ] || [ "$newest" -nt "$out" ]; then
+		say "cc ${out##*/}"
+		$CC "${CFLAGS[@]}" -o "$out" "$@" || die "building ${out##*/} failed"
+	fi
+}
+build khugepaged "$SELF/mm/khugepaged.c" "$SELF/mm/vm_util.c" "$SELF/mm/thp_settings.c"
+build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c"
+build khugepaged_demo "$TOP/tools/testing/selftests/mm/khugepaged_demo.c"
+
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing: run 'make deps'"
+cp "$TOP/scripts/guest/init.sh" "$GUEST/init"
+cp "$JOBS" "$GUEST/jobs"
+cat > "$GUEST/initramfs.list" <<LIST
+dir /dev 755 0 0
+nod /dev/console 600 0 0 c 5 1
+nod /dev/null 666 0 0 c 1 3
+dir /bin 755 0 0
+dir /proc 755 0 0
+dir /sys 755 0 0
+dir /tmp 1777 0 0
+dir /mnt 755 0 0
+file /bin/busybox $BUSYBOX 755 0 0
+file /init $GUEST/init 755 0 0
+file /jobs $GUEST/jobs 644 0 0
+LIST
+for b in "$GUEST"/bin/*; do
+	echo "file /bin/${b##*/} $b 755 0 0" >> "$GUEST/initramfs.list"
+done
+"$O/usr/gen_init_cpio" "$GUEST/initramfs.list" > "$GUEST/initramfs.cpio"
+
+# A fresh ext4 disk every boot: the file THP cases write to it.
+rm -f "$GUEST/ext4.img"
+truncate -s 512M "$GUEST/ext4.img"
+/sbin/mkfs.ext4 -q -F -L khugepaged "$GUEST/ext4.img"
+say "initramfs $(du -h "$GUEST/initramfs.cpio" | cut -f1), ext4 disk ready"

@@ -1,0 +1,37 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the built kernel with the guest from guest.sh; the console goes to
+# stdout and to LOG.  KVM only when it really works, else TCG.
+#   qemu.sh LOG [extra kernel args]
+set -euo pipefail
+STEP=qemu
+. "$(dirname "$0")/common.sh"
+
+LOG=${1:?usage: qemu.sh LOG [cmdline...]}; shift
+TIMEOUT=${QEMU_TIMEOUT:-2400}
+accel=tcg
+if [ -z "${NO_KVM:-}" ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo &&
+	[ "$ARCH" = "$(uname -m | sed 's/aarch64/arm64/')" ]; then
+	accel=kvm
+fi
+case $ARCH in
+x86_64)
+	QEMU=(qemu-system-x86_64 -M pc -cpu max -smp 2)
+	CONSOLE=ttyS0 ;;
+arm64)
+	QEMU=(qemu-system-aarch64 -M virt -cpu "$([ $accel = kvm ] && echo host || echo cortex-a57)" -smp 2)
+	CONSOLE=ttyAMA0 ;;
+esac
+say "booting $ARCH under $accel (timeout ${TIMEOUT}s, console log: $LOG)"
+set +e
+timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" -accel $accel -m 3G \
+	-nographic -no-reboot -monitor none -serial stdio \
+	-kernel "$O/$KIMAGE" -initrd "$GUEST/initramfs.cpio" \
+	-drive file="$GUEST/ext4.img",if=virtio,format=raw \
+	-append "console=$CONSOLE panic=-1 oops=panic loglevel=4 $*" </dev/null 2>&1 |
+	tee "$LOG" | if [ -n "${QEMU_SHOW:-}" ]; then grep --line-buffered -E "$QEMU_SHOW"; else cat; fi
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" -eq 124 ] && say "guest timed out after ${TIMEOUT}s"
+exit 0

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * MADV_COLLAPSE for anonymous, shmem and file memory, and re-collapse of a
+ * PTE-mapped THP (which reaches collapse_pte_mapped_thp()), checked through
+ * smaps and the data, for whichever khugepaged implementation is selected
+ * in /sys/kernel/mm/transparent_hugepage/khugepaged/impl.
+ *
+ * Usage: KHUGEPAGED_FILE_DIR=DIR khugepaged_collapse [harness options]
+ * DIR is on a block-device filesystem, for the file cases; they are
+ * skipped without it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+#define PMD_SIZE	(2UL << 20)
+#define KHUGEPAGED_SYSFS "/sys/kernel/mm/transparent_hugepage/khugepaged/"
+
+static const char *file_dir;
+
+/* Value in kB of smaps field @name for the VMA containing @addr, or -1. */
+static long smaps_field(void *addr, const char *name)
+{
+	unsigned long start, end, a = (unsigned long)addr;
+	char line[256];
+	long val = -1;
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (in && !strncmp(line, name, strlen(name))) {
+			val = atol(line + strlen(name));
+			break;
+		}
+	}
+	fclose(f);
+	return val;
+}
+
+/* Calls of collapse_pte_mapped_thp() for the selected implementation. */
+static long impl_calls(char *impl, size_t len)
+{
+	char buf[256], name[32], *p;
+	long calls = -1, succ;
+	FILE *f;
+
+	f = fopen(KHUGEPAGED_SYSFS "impl", "r");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	p = strchr(buf, '[');
+	if (!p || sscanf(p + 1, "%31[^]]", name) != 1)
+		return -1;
+	snprintf(impl, len, "%s", name);
+
+	f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
+	if (!f)
+		return -1;
+	while (fgets(buf, sizeof(buf), f)) {
+		char n[32];
+		long c;
+
+		if (sscanf(buf, "%31s collapse_pte_mapped_thp %ld %ld", n, &c,
+			   &succ) == 3 && !strcmp(n, name))
+			calls = c;
+	}
+	fclose(f);
+	return calls;
+}
+
+/* A PMD-aligned, PMD_SIZE * @nr reservation. */
+static char *aligned_area(size_t nr)
+{
+	size_t len = (nr + 1) * PMD_SIZE;
+	char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
+	if (a > p)
+		munmap(p, a - p);
+	munmap(a + nr * PMD_SIZE, p + len - (a + nr * PMD_SIZE));
+	return a;
+}
+
+static void fill(char *p, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i += sizeof(uint32_t))
+		*(uint32_t *)(p + i) = (uint32_t)(i * 2654435761u) ^ seed;
+}
+
+static bool check(const char *p, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i += sizeof(uint32_t))
+		if (*(const uint32_t *)(p + i) != ((uint32_t)(i * 2654435761u) ^ seed))
+			return false;
+	return true;
+}
+
+/* Splits the PMD mapping at @p by an mprotect() of one page, then undoes
+ * it: the THP stays in the page cache, mapped by PTEs. */
+static int split_pmd(char *p, int prot)
+{
+	if (mprotect(p + 4096, 4096, PROT_READ))
+		return -1;
+	return mprotect(p + 4096, 4096, prot);
+}
+
+TEST(anon_collapse)
+{
+	char *p = aligned_area(1);
+
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
+	fill(p, PMD_SIZE, 1);
+	ASSERT_EQ(0, smaps_field(p, "AnonHugePages:"));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	EXPECT_TRUE(check(p, PMD_SIZE, 1));
+	munmap(p, PMD_SIZE);
+}
+
+TEST(bad_ranges)
+{
+	char *p = aligned_area(1);
+
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+	/* Unaligned start. */
+	EXPECT_EQ(-1, madvise(p + 1, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(EINVAL, errno);
+	/* Partly unmapped range: the mapped part collapses, then ENOMEM. */
+	fill(p, PMD_SIZE, 5);
+	EXPECT_EQ(-1, madvise(p, 2 * PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(ENOMEM, errno);
+	munmap(p, PMD_SIZE);
+	/* Nothing mapped. */
+	EXPECT_EQ(-1, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(ENOMEM, errno);
+}
+
+/* Shared memory: collapse, split by mprotect, re-collapse. */
+static void shmem_or_file(struct __test_metadata *_metadata, int fd,
+			  int prot, int flags, const char *field,
+			  unsigned int seed, bool fill_first)
+{
+	char *p = aligned_area(1);
+	char impl[32];
+	long calls;
+
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, prot, flags | MAP_FIXED, fd, 0));
+	if (fill_first)
+		fill(p, PMD_SIZE, seed);
+	else
+		for (size_t i = 0; i < PMD_SIZE; i += 4096)
+			(void)*(volatile char *)(p + i);
+	ASSERT_EQ(0, smaps_field(p, field));
+
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(2048, smaps_field(p, field));
+	EXPECT_TRUE(check(p, PMD_SIZE, seed));
+
+	/* PTE-mapped THP: MADV_COLLAPSE must go to collapse_pte_mapped_thp(). */
+	ASSERT_EQ(0, split_pmd(p, prot));
+	ASSERT_EQ(0, smaps_field(p, field));
+	calls = impl_calls(impl, sizeof(impl));
+	ASSERT_GE(calls, 0);
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(2048, smaps_field(p, field));
+	EXPECT_TRUE(check(p, PMD_SIZE, seed));
+	EXPECT_GT(impl_calls(impl, sizeof(impl)), calls);
+	TH_LOG("impl %s: collapse_pte_mapped_thp calls %ld -> %ld", impl,
+	       calls, impl_calls(impl, sizeof(impl)));
+	munmap(p, PMD_SIZE);
+}
+
+TEST(shmem_collapse_and_recollapse)
+{
+	int fd = memfd_create("khugepaged_collapse", 0);
+
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(0, ftruncate(fd, PMD_SIZE));
+	shmem_or_file(_metadata, fd, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      "ShmemPmdMapped:", 2, true);
+	close(fd);
+}
+
+/* A file of @len bytes in file_dir with the fill() pattern for @seed,
+ * reopened read-only (READ_ONLY_THP_FOR_FS needs no writer). */
+static int make_file(struct __test_metadata *_metadata, size_t len,
+		     unsigned int seed)
+{
+	char path[4096];
+	char *buf = malloc(len);
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/khugepaged_collapse.%d.%u", file_dir,
+		 getpid(), seed);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || !buf)
+		return -1;
+	fill(buf, len, seed);
+	if (write(fd, buf, len) != (ssize_t)len || fsync(fd))
+		return -1;
+	free(buf);
+	close(fd);
+	fd = open(path, O_RDONLY);
+	unlink(path);
+	/* Drop the page cache, so that collapse finds small folios. */
+	posix_fadvise(fd, 0, len, POSIX_FADV_DONTNEED);
+	return fd;
+}
+
+TEST(file_collapse_and_recollapse)
+{
+	int fd;
+
+	if (!file_dir)
+		SKIP(return, "KHUGEPAGED_FILE_DIR not set");
+	fd = make_file(_metadata, PMD_SIZE, 3);
+	ASSERT_GE(fd, 0);
+	shmem_or_file(_metadata, fd, PROT_READ | PROT_EXEC, MAP_PRIVATE,
+		      "FilePmdMapped:", 3, false);
+	close(fd);
+}
+
+/*
+ * A CoWed page in a private file mapping of a THP (a VMA with an
+ * anon_vma): the re-collapse must refuse (C 6.12: EINVAL) and keep the
+ * private data; the folio stays PTE-mapped.
+ */
+TEST(file_cow_kept)
+{
+	char *p = aligned_area(1);
+	int fd;
+
+	if (!file_dir)
+		SKIP(return, "KHUGEPAGED_FILE_DIR not set");
+	fd = make_file(_metadata, PMD_SIZE, 4);
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(2048, smaps_field(p, "FilePmdMapped:"));
+
+	/* CoW one page: splits the PMD and gives the VMA an anon_vma. */
+	ASSERT_EQ(0, mprotect(p, PMD_SIZE, PROT_READ | PROT_WRITE));
+	p[5 * 4096] ^= 0xff;
+	ASSERT_EQ(0, mprotect(p, PMD_SIZE, PROT_READ));
+	ASSERT_EQ(0, smaps_field(p, "FilePmdMapped:"));
+	ASSERT_GT(smaps_field(p, "Anonymous:"), 0);
+
+	EXPECT_EQ(-1, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(0, smaps_field(p, "FilePmdMapped:"));
+	/* The private page kept its data; undo it and all else matches. */
+	ASSERT_EQ(0, mprotect(p, PMD_SIZE, PROT_READ | PROT_WRITE));
+	p[5 * 4096] ^= 0xff;
+	EXPECT_TRUE(check(p, PMD_SIZE, 4));
+	munmap(p, PMD_SIZE);
+	close(fd);
+}
+
+static void __attribute__((constructor)) get_file_dir(void)
+{
+	file_dir = getenv("KHUGEPAGED_FILE_DIR");
+}
+
+TEST_HARNESS_MAIN

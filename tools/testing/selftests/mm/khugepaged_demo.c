@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * `make run` demo: MADV_COLLAPSE of 2 MiB of anonymous, shmem and file
+ * memory, and the re-collapse of a PTE-mapped THP (collapse_pte_mapped_thp),
+ * timed with CLOCK_MONOTONIC around the syscall. One line per run:
+ *
+ *   @@DEMO impl=IMPL mem=MEM result=ok|fail before=KB after=KB ns=NS
+ *
+ * Usage: khugepaged_demo IMPL RUNS [DIR]
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define PMD_SIZE (2UL << 20)
+
+static long smaps_field(void *addr, const char *name)
+{
+	unsigned long start, end, a = (unsigned long)addr;
+	char line[256];
+	long val = -1;
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (in && !strncmp(line, name, strlen(name))) {
+			val = atol(line + strlen(name));
+			break;
+		}
+	}
+	fclose(f);
+	return val;
+}
+
+static char *aligned_map(int prot, int flags, int fd)
+{
+	char *p = mmap(NULL, 2 * PMD_SIZE, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
+
+	if (p == MAP_FAILED)
+		return NULL;
+	munmap(p, 2 * PMD_SIZE);
+	p = mmap(a, PMD_SIZE, prot, flags | MAP_FIXED, fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static const char *impl;
+
+static void one(const char *mem, const char *field, char *p, int recollapse,
+		int prot)
+{
+	struct timespec t0, t1;
+	long before, after;
+	int ret;
+
+	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+	for (size_t i = 0; i < PMD_SIZE; i += 4096)
+		(void)*(volatile char *)(p + i);
+	if (recollapse) {
+		/* Collapse, then split the PMD: a PTE-mapped THP. */
+		madvise(p, PMD_SIZE, MADV_COLLAPSE);
+		mprotect(p + 4096, 4096, PROT_READ);
+		mprotect(p + 4096, 4096, prot);
+	}
+	before = smaps_field(p, field);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	after = smaps_field(p, field);
+	printf("@@DEMO impl=%s mem=%s result=%s before=%ld after=%ld ns=%lld\n",
+	       impl, mem, !ret && after == 2048 ? "ok" : "fail", before, after,
+	       (t1.tv_sec - t0.tv_sec) * 1000000000LL + t1.tv_nsec - t0.tv_nsec);
+}
+
+int main(int argc, char **argv)
+{
+	int runs = argc > 2 ? atoi(argv[2]) : 5;
+	const char *dir = argc > 3 ? argv[3] : NULL;
+	char path[4096], *buf = malloc(PMD_SIZE);
+
+	if (argc < 3 || !buf)
+		return 2;
+	impl = argv[1];
+	memset(buf, 0x5a, PMD_SIZE);
+	for (int r = 0; r < runs; r++) {
+		char *p;
+		int fd;
+
+		p = aligned_map(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+		memset(p, 1, PMD_SIZE);
+		one("anon", "AnonHugePages:", p, 0, PROT_READ | PROT_WRITE);
+		munmap(p, PMD_SIZE);
+
+		for (int re = 0; re < 2; re++) {
+			fd = memfd_create("demo", 0);
+			ftruncate(fd, PMD_SIZE);
+			p = aligned_map(PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+			memset(p, 2, PMD_SIZE);
+			one(re ? "shmem-pte-mapped" : "shmem", "ShmemPmdMapped:", p,
+			    re, PROT_READ | PROT_WRITE);
+			munmap(p, PMD_SIZE);
+			close(fd);
+
+			if (!dir)
+				continue;
+			snprintf(path, sizeof(path), "%s/demo.%d.%d", dir, r, re);
+			fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+			write(fd, buf, PMD_SIZE);
+			fsync(fd);
+			close(fd);
+			fd = open(path, O_RDONLY);
+			posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+			p = aligned_map(PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
+			one(re ? "file-pte-mapped" : "file", "FilePmdMapped:", p,
+			    re, PROT_READ | PROT_EXEC);
+			munmap(p, PMD_SIZE);
+			close(fd);
+			unlink(path);
+		}
+	}
+	return 0;
+}

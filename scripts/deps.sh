@@ -14,7 +14,7 @@ SUDO=
 
 PKGS=(
 	linux-source-6.12
-	rustc-web rust-web-src rust-web-clippy
+	rustc-web rust-web-src rust-web-clippy rustfmt-web
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	flex bison bc libelf-dev libssl-dev cpio kmod xz-utils make gcc
 	busybox-static e2fsprogs python3 rsync

@@ -14,9 +14,10 @@ SELF=$SRC/tools/testing/selftests
 CC=${CROSS}gcc
 CFLAGS=(-static -O2 -g -Wall -isystem "$O/usr/include" -I "$SELF" -I "$SELF/mm")
 
-if ! [ -f "$O/usr/include/linux/mman.h" ] || [ "$O/usr/include/linux/mman.h" -ot "$O/.config" ]; then
+if ! [ -f "$O/.khugepaged-rs-headers" ] || [ "$O/.khugepaged-rs-headers" -ot "$O/.config" ]; then
 	say "installing uapi headers"
 	"${KMAKE[@]}" -s headers_install >/dev/null
+	touch "$O/.khugepaged-rs-headers"
 fi
 
 build() { # OUT SOURCES...

@@ -16,8 +16,8 @@
 //! PTE check fail instead.
 
 use core::ptr::NonNull;
-use kernel::ffi::{c_long, c_ulong};
 use kernel::bindings;
+use kernel::ffi::{c_long, c_ulong};
 
 use crate::guard::{
     LockedFolio, MmapLocked, MmuNotifierRange, PmdLock, PmdPteLock, PteLock, PteMap, PteMapLock,
@@ -106,7 +106,12 @@ fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: bindings::pte_t) -> *mut bin
 /// `pte_none()` and `pte_present()` of an entry value.
 fn pte_state(ptent: bindings::pte_t) -> (bool, bool) {
     // SAFETY: these only look at the value.
-    unsafe { (bindings::pte_none(ptent) != 0, bindings::pte_present(ptent) != 0) }
+    unsafe {
+        (
+            bindings::pte_none(ptent) != 0,
+            bindings::pte_present(ptent) != 0,
+        )
+    }
 }
 
 /// The PTE lock as step 2 holds it: alone, or nested in the PMD lock when
@@ -183,7 +188,9 @@ pub(crate) fn collapse_pte_mapped_thp(
     let pmd = match find_pmd_or_thp_or_none(mmap, haddr) {
         (SCAN_SUCCEED, Some(pmd)) => pmd,
         // All PTEs were removed and the PMD cleared: just map the folio.
-        (SCAN_PMD_NONE, Some(pmd)) => return maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd),
+        (SCAN_PMD_NONE, Some(pmd)) => {
+            return maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd)
+        }
         (SCAN_SUCCEED | SCAN_PMD_NONE, None) => return SCAN_PMD_NULL,
         (result, _) => return result,
     };
@@ -265,7 +272,11 @@ pub(crate) fn collapse_pte_mapped_thp(
             abort_cleared(mmap, &folio, nr_ptes);
             // Guards release: ptl (and pml), the mapping, the notifier
             // range, then the folio, as C's abort path does.
-            return if present { SCAN_FAIL } else { SCAN_PTE_NON_PRESENT };
+            return if present {
+                SCAN_FAIL
+            } else {
+                SCAN_PTE_NON_PRESENT
+            };
         }
         // Must clear the entry, or a racing truncate may remove it again.
         // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
@@ -295,7 +306,9 @@ pub(crate) fn collapse_pte_mapped_thp(
         // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
         unsafe { folio.ref_sub_mappings(nr_ptes) };
         // SAFETY: the mm is live.
-        unsafe { bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long)) };
+        unsafe {
+            bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long))
+        };
     }
 
     // Step 4: remove the empty page table.

@@ -30,8 +30,8 @@
 //! its table's lock is held ([`PtlHeld`]).
 
 use core::{marker::PhantomData, ptr::NonNull};
-use kernel::ffi::c_ulong;
 use kernel::bindings;
+use kernel::ffi::c_ulong;
 
 /// Number of PTEs in a PMD-sized range.
 pub(crate) const HPAGE_PMD_NR: usize = bindings::RUST_HPAGE_PMD_NR as usize;
@@ -312,7 +312,8 @@ impl<'a> PteMapLock<'a> {
         let mut ptl = core::ptr::null_mut();
         // SAFETY: the mm is valid and `pmd` is its entry for `addr` (safety
         // requirements); the mmap lock keeps the upper levels in place.
-        let ptes = unsafe { bindings::__pte_offset_map_lock(mmap.as_ptr(), pmd.as_ptr(), addr, &mut ptl) };
+        let ptes =
+            unsafe { bindings::__pte_offset_map_lock(mmap.as_ptr(), pmd.as_ptr(), addr, &mut ptl) };
         let ptes = NonNull::new(ptes)?;
         // INVARIANT: on success the table is mapped and `ptl` locked.
         Some(Self {
@@ -379,7 +380,8 @@ impl<'a> PteMap<'a> {
         }
         let mut ptl = core::ptr::null_mut();
         // SAFETY: as in `PteMapLock::map_lock`.
-        let ptes = unsafe { bindings::pte_offset_map_nolock(mmap.as_ptr(), pmd.as_ptr(), addr, &mut ptl) };
+        let ptes =
+            unsafe { bindings::pte_offset_map_nolock(mmap.as_ptr(), pmd.as_ptr(), addr, &mut ptl) };
         let ptes = NonNull::new(ptes)?;
         // INVARIANT: on success the table is mapped and `ptl` is its lock.
         Some(Self {
@@ -517,7 +519,9 @@ impl<'a> PmdLock<'a> {
         } else {
             // SAFETY: `ptl` is a live PTE lock (safety requirements), taken
             // inside the PMD lock as the lock order requires.
-            unsafe { bindings::spin_lock_nested(ptl.as_ptr(), bindings::SINGLE_DEPTH_NESTING as _) };
+            unsafe {
+                bindings::spin_lock_nested(ptl.as_ptr(), bindings::SINGLE_DEPTH_NESTING as _)
+            };
             Some(ptl)
         };
         // INVARIANT: `nested` is held if it is `Some`; otherwise `ptl` is
@@ -565,7 +569,8 @@ impl PmdPteLock<'_> {
     pub(crate) unsafe fn collapse_flush(&self, vma: &Vma<'_>, haddr: c_ulong) -> bindings::pmd_t {
         // SAFETY: both locks are held (type invariant); the rest is the
         // caller's promise.
-        let pgt_pmd = unsafe { bindings::pmdp_collapse_flush(vma.as_ptr(), haddr, self.pml.pmd.as_ptr()) };
+        let pgt_pmd =
+            unsafe { bindings::pmdp_collapse_flush(vma.as_ptr(), haddr, self.pml.pmd.as_ptr()) };
         // SAFETY: no requirement beyond holding the PMD lock.
         unsafe { bindings::pmdp_get_lockless_sync() };
         pgt_pmd

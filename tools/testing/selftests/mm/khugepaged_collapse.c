@@ -57,6 +57,22 @@ static long smaps_field(void *addr, const char *name)
 	return val;
 }
 
+/* Value in kB of /proc/self/status field @name (the mm's rss counters). */
+static long status_field(const char *name)
+{
+	char line[256];
+	long val = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, strlen(name)))
+			val = atol(line + strlen(name));
+	fclose(f);
+	return val;
+}
+
 /* Calls of collapse_pte_mapped_thp() for the selected implementation. */
 static long impl_calls(char *impl, size_t len)
 {
@@ -120,12 +136,17 @@ static bool check(const char *p, size_t len, unsigned int seed)
 	return true;
 }
 
-/* Splits the PMD mapping at @p by an mprotect() of one page, then undoes
- * it: the THP stays in the page cache, mapped by PTEs. */
+/*
+ * Splits the PMD mapping at @p by an mprotect() of one page, faults every
+ * page back in while the VMA is split (so by PTEs), then undoes the
+ * mprotect(): the THP stays in the page cache, mapped by 512 PTEs.
+ */
 static int split_pmd(char *p, int prot)
 {
 	if (mprotect(p + 4096, 4096, PROT_READ))
 		return -1;
+	for (size_t i = 0; i < PMD_SIZE; i += 4096)
+		(void)*(volatile char *)(p + i);
 	return mprotect(p + 4096, 4096, prot);
 }
 
@@ -169,11 +190,12 @@ TEST(bad_ranges)
 /* Shared memory: collapse, split by mprotect, re-collapse. */
 static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 			  int prot, int flags, const char *field,
-			  unsigned int seed, bool fill_first)
+			  const char *rss_field, unsigned int seed,
+			  bool fill_first)
 {
 	char *p = aligned_area(1);
 	char impl[32];
-	long calls;
+	long calls, rss;
 
 	ASSERT_NE(p, NULL);
 	ASSERT_EQ(p, mmap(p, PMD_SIZE, prot, flags | MAP_FIXED, fd, 0));
@@ -190,12 +212,21 @@ static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 	EXPECT_TRUE(check(p, PMD_SIZE, seed));
 
 	/* PTE-mapped THP: MADV_COLLAPSE must go to collapse_pte_mapped_thp(). */
+	rss = status_field(rss_field);
 	ASSERT_EQ(0, split_pmd(p, prot));
 	ASSERT_EQ(0, smaps_field(p, field));
+	ASSERT_EQ(2048, smaps_field(p, "Rss:"));
 	calls = impl_calls(impl, sizeof(impl));
 	ASSERT_GE(calls, 0);
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
 	EXPECT_EQ(2048, smaps_field(p, field));
+	EXPECT_EQ(2048, smaps_field(p, "Rss:"));
+	/*
+	 * The 512 PTE mappings were accounted away (step 3): the counter is
+	 * back where it was, give or take the per-cpu counters' slack (far
+	 * below the 2048 kB a missed step 3 leaves).
+	 */
+	EXPECT_LT(labs(status_field(rss_field) - rss), 1024);
 	EXPECT_TRUE(check(p, PMD_SIZE, seed));
 	EXPECT_GT(impl_calls(impl, sizeof(impl)), calls);
 	TH_LOG("impl %s: collapse_pte_mapped_thp calls %ld -> %ld", impl,
@@ -210,7 +241,7 @@ TEST(shmem_collapse_and_recollapse)
 	ASSERT_GE(fd, 0);
 	ASSERT_EQ(0, ftruncate(fd, PMD_SIZE));
 	shmem_or_file(_metadata, fd, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      "ShmemPmdMapped:", 2, true);
+		      "ShmemPmdMapped:", "RssShmem:", 2, true);
 	close(fd);
 }
 
@@ -249,7 +280,7 @@ TEST(file_collapse_and_recollapse)
 	fd = make_file(_metadata, PMD_SIZE, 3);
 	ASSERT_GE(fd, 0);
 	shmem_or_file(_metadata, fd, PROT_READ | PROT_EXEC, MAP_PRIVATE,
-		      "FilePmdMapped:", 3, false);
+		      "FilePmdMapped:", "RssFile:", 3, false);
 	close(fd);
 }
 

@@ -77,9 +77,13 @@ static void one(const char *mem, const char *field, char *p, int recollapse,
 		/* Collapse, then split the PMD: a PTE-mapped THP. */
 		madvise(p, PMD_SIZE, MADV_COLLAPSE);
 		mprotect(p + 4096, 4096, PROT_READ);
+		for (size_t i = 0; i < PMD_SIZE; i += 4096)
+			(void)*(volatile char *)(p + i);
 		mprotect(p + 4096, 4096, prot);
 	}
 	before = smaps_field(p, field);
+	if (recollapse && (before != 0 || smaps_field(p, "Rss:") != 2048))
+		printf("# %s: not a PTE-mapped THP\n", mem);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
 	clock_gettime(CLOCK_MONOTONIC, &t1);

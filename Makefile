@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export ARCH CACHE KSRC O
 
-.PHONY: all run test deps tree kernel guest clean-build help
+.PHONY: all run test check deps tree kernel clean-build help
 
 all: run
 
@@ -26,6 +26,10 @@ tree: deps
 
 kernel: tree
 	@bash scripts/kernel.sh
+
+# Style gates alone (make test runs them too).
+check: kernel
+	@bash scripts/check.sh
 
 run: deps
 	@bash scripts/boot.sh run

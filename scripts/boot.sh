@@ -11,6 +11,12 @@ STEP=$MODE
 T0=$(date +%s)
 bash "$TOP/scripts/tree.sh"
 bash "$TOP/scripts/kernel.sh"
+export STYLE=
+if [ "$MODE" = test ]; then
+	if bash "$TOP/scripts/check.sh"; then STYLE=pass; else STYLE=fail; fi
+	# check.sh built the crate with clippy-driver: build it back.
+	bash "$TOP/scripts/kernel.sh" >/dev/null
+fi
 T1=$(date +%s)
 case $MODE in
 test) JOBS=$TOP/scripts/guest/test-jobs.sh ;;

@@ -8,6 +8,7 @@
                                 any failure, missing result or guest crash.
   report.py demo LOG            the MADV_COLLAPSE demo table of `make run`.
 """
+import os
 import re
 import statistics
 import sys
@@ -157,12 +158,22 @@ def test_report(log, suites):
             stats.append(lines[i].strip())
             i += 1
 
-    w = max(len(s) for s in suites + ["suite"])
+    style = os.environ.get("STYLE")
+    if style:
+        if style == "pass":
+            passed += 1
+        else:
+            failed += 1
+            problems.append("style gates (rustfmt, clippy, checkpatch) failed")
+
+    w = max(len(s) for s in suites + ["suite"] + (["style (rustfmt, clippy, checkpatch)"] if style else []))
     print()
     print(f"{'suite':<{w}}  {'c':<22}  {'rust':<22}")
     print(f"{'-' * w}  {'-' * 22}  {'-' * 22}")
     for suite, cells in rows:
         print(f"{suite:<{w}}  {cells[0]:<22}  {cells[1]:<22}")
+    if style:
+        print(f"{'style (rustfmt, clippy, checkpatch)':<{w}}  {style}")
     print()
     if stats:
         print("collapse_pte_mapped_thp() calls / SCAN_SUCCEED per implementation:")
@@ -202,7 +213,7 @@ def demo_report(log):
     errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
     ok = bool(rows) and not errors and any(l.startswith("@@END") for l in lines)
     print()
-    print("MADV_COLLAPSE per 2 MiB, median of the runs (huge kB mapped before -> after)")
+    print("MADV_COLLAPSE per 2 MiB, C and Rust alternating in one boot; median of the runs (huge kB mapped before -> after)")
     print(f"{'memory':<18} {'impl':<5} {'result':<8} {'huge kB':<13} {'median us':>10} {'min-max us':>16}  {'rust/c':>6}")
     for mem, by in rows.items():
         med = {}

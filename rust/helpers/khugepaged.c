@@ -214,11 +214,6 @@ void rust_helper_spin_lock_nested(spinlock_t *lock, int subclass)
 	spin_lock_nested(lock, subclass);
 }
 
-int rust_helper_spin_is_locked(spinlock_t *lock)
-{
-	return spin_is_locked(lock);
-}
-
 /* mmu_notifier: these are empty inlines without CONFIG_MMU_NOTIFIER. */
 
 void rust_helper_mmu_notifier_range_init(struct mmu_notifier_range *range,

@@ -26,6 +26,9 @@
 #define MADV_COLLAPSE 25
 #endif
 
+/* Reads of memory to fault it in go here, so they are not optimised out. */
+char sink;
+
 #define PMD_SIZE	(2UL << 20)
 #define KHUGEPAGED_SYSFS "/sys/kernel/mm/transparent_hugepage/khugepaged/"
 
@@ -146,7 +149,7 @@ static int split_pmd(char *p, int prot)
 	if (mprotect(p + 4096, 4096, PROT_READ))
 		return -1;
 	for (size_t i = 0; i < PMD_SIZE; i += 4096)
-		(void)*(volatile char *)(p + i);
+		sink += p[i];
 	return mprotect(p + 4096, 4096, prot);
 }
 
@@ -203,7 +206,7 @@ static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 		fill(p, PMD_SIZE, seed);
 	else
 		for (size_t i = 0; i < PMD_SIZE; i += 4096)
-			(void)*(volatile char *)(p + i);
+			sink += p[i];
 	ASSERT_EQ(0, smaps_field(p, field));
 
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
@@ -245,8 +248,10 @@ TEST(shmem_collapse_and_recollapse)
 	close(fd);
 }
 
-/* A file of @len bytes in file_dir with the fill() pattern for @seed,
- * reopened read-only (READ_ONLY_THP_FOR_FS needs no writer). */
+/*
+ * A file of @len bytes in file_dir with the fill() pattern for @seed,
+ * reopened read-only (READ_ONLY_THP_FOR_FS needs no writer).
+ */
 static int make_file(struct __test_metadata *_metadata, size_t len,
 		     unsigned int seed)
 {

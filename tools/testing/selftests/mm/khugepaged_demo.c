@@ -21,6 +21,9 @@
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
+/* Reads of memory to fault it in go here, so they are not optimised out. */
+char sink;
+
 #define PMD_SIZE (2UL << 20)
 
 static long smaps_field(void *addr, const char *name)
@@ -62,6 +65,20 @@ static char *aligned_map(int prot, int flags, int fd)
 }
 
 static const char *impl;
+static int quiet;
+
+#define IMPL_KNOB "/sys/kernel/mm/transparent_hugepage/khugepaged/impl"
+
+static int select_impl(const char *name)
+{
+	FILE *f = fopen(IMPL_KNOB, "w");
+	int ret;
+
+	if (!f)
+		return -1;
+	ret = fputs(name, f) < 0;
+	return fclose(f) || ret ? -1 : 0;
+}
 
 static void one(const char *mem, const char *field, char *p, int recollapse,
 		int prot)
@@ -72,13 +89,13 @@ static void one(const char *mem, const char *field, char *p, int recollapse,
 
 	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
 	for (size_t i = 0; i < PMD_SIZE; i += 4096)
-		(void)*(volatile char *)(p + i);
+		sink += p[i];
 	if (recollapse) {
 		/* Collapse, then split the PMD: a PTE-mapped THP. */
 		madvise(p, PMD_SIZE, MADV_COLLAPSE);
 		mprotect(p + 4096, 4096, PROT_READ);
 		for (size_t i = 0; i < PMD_SIZE; i += 4096)
-			(void)*(volatile char *)(p + i);
+			sink += p[i];
 		mprotect(p + 4096, 4096, prot);
 	}
 	before = smaps_field(p, field);
@@ -88,55 +105,72 @@ static void one(const char *mem, const char *field, char *p, int recollapse,
 	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	after = smaps_field(p, field);
+	if (quiet)
+		return;
 	printf("@@DEMO impl=%s mem=%s result=%s before=%ld after=%ld ns=%lld\n",
 	       impl, mem, !ret && after == 2048 ? "ok" : "fail", before, after,
 	       (t1.tv_sec - t0.tv_sec) * 1000000000LL + t1.tv_nsec - t0.tv_nsec);
 }
 
+static void round(const char *dir, char *buf, int r)
+{
+	char path[4096], *p;
+	int fd;
+
+	p = aligned_map(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	madvise(p, PMD_SIZE, MADV_NOHUGEPAGE);
+	memset(p, 1, PMD_SIZE);
+	one("anon", "AnonHugePages:", p, 0, PROT_READ | PROT_WRITE);
+	munmap(p, PMD_SIZE);
+
+	for (int re = 0; re < 2; re++) {
+		fd = memfd_create("demo", 0);
+		if (ftruncate(fd, PMD_SIZE))
+			return;
+		p = aligned_map(PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+		memset(p, 2, PMD_SIZE);
+		one(re ? "shmem-pte-mapped" : "shmem", "ShmemPmdMapped:", p, re,
+		    PROT_READ | PROT_WRITE);
+		munmap(p, PMD_SIZE);
+		close(fd);
+
+		if (!dir)
+			continue;
+		snprintf(path, sizeof(path), "%s/demo.%d.%d", dir, r, re);
+		fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+		if (write(fd, buf, PMD_SIZE) != (ssize_t)PMD_SIZE || fsync(fd))
+			return;
+		close(fd);
+		fd = open(path, O_RDONLY);
+		posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+		p = aligned_map(PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
+		one(re ? "file-pte-mapped" : "file", "FilePmdMapped:", p, re,
+		    PROT_READ | PROT_EXEC);
+		munmap(p, PMD_SIZE);
+		close(fd);
+		unlink(path);
+	}
+}
+
 int main(int argc, char **argv)
 {
-	int runs = argc > 2 ? atoi(argv[2]) : 5;
-	const char *dir = argc > 3 ? argv[3] : NULL;
-	char path[4096], *buf = malloc(PMD_SIZE);
+	static const char * const impls[] = { "c", "rust" };
+	int runs = argc > 1 ? atoi(argv[1]) : 5;
+	const char *dir = argc > 2 ? argv[2] : NULL;
+	char *buf = malloc(PMD_SIZE);
 
-	if (argc < 3 || !buf)
+	if (argc < 2 || !buf)
 		return 2;
-	impl = argv[1];
 	memset(buf, 0x5a, PMD_SIZE);
-	for (int r = 0; r < runs; r++) {
-		char *p;
-		int fd;
-
-		p = aligned_map(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
-		memset(p, 1, PMD_SIZE);
-		one("anon", "AnonHugePages:", p, 0, PROT_READ | PROT_WRITE);
-		munmap(p, PMD_SIZE);
-
-		for (int re = 0; re < 2; re++) {
-			fd = memfd_create("demo", 0);
-			ftruncate(fd, PMD_SIZE);
-			p = aligned_map(PROT_READ | PROT_WRITE, MAP_SHARED, fd);
-			memset(p, 2, PMD_SIZE);
-			one(re ? "shmem-pte-mapped" : "shmem", "ShmemPmdMapped:", p,
-			    re, PROT_READ | PROT_WRITE);
-			munmap(p, PMD_SIZE);
-			close(fd);
-
-			if (!dir)
-				continue;
-			snprintf(path, sizeof(path), "%s/demo.%d.%d", dir, r, re);
-			fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-			write(fd, buf, PMD_SIZE);
-			fsync(fd);
-			close(fd);
-			fd = open(path, O_RDONLY);
-			posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
-			p = aligned_map(PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
-			one(re ? "file-pte-mapped" : "file", "FilePmdMapped:", p,
-			    re, PROT_READ | PROT_EXEC);
-			munmap(p, PMD_SIZE);
-			close(fd);
-			unlink(path);
+	for (int r = -1; r < runs; r++) {
+		for (int i = 0; i < 2; i++) {
+			impl = impls[i];
+			if (select_impl(impl)) {
+				printf("# cannot select %s\n", impl);
+				return 1;
+			}
+			quiet = r < 0;	/* warm-up */
+			round(dir, buf, r + 1);
 		}
 	}
 	return 0;

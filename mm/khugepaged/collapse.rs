@@ -13,7 +13,10 @@
 //!
 //! A VMA with an `anon_vma` is allowed ("mm/khugepaged: fix
 //! collapse_pte_mapped_thp() to allow anon_vma"): a CoWed subpage makes the
-//! PTE check fail instead.
+//! PTE check fail instead, with `SCAN_PTE_ANON_COW` so that MADV_COLLAPSE
+//! goes on with the next extent. This is the one intended difference from
+//! the C reference, which returns `SCAN_FAIL` there unless
+//! `khugepaged_skip_cow_extents` is set.
 
 use core::ptr::NonNull;
 use kernel::bindings;
@@ -101,6 +104,19 @@ fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: bindings::pte_t) -> *mut bin
         return core::ptr::null_mut();
     }
     page
+}
+
+/// The result when a PTE maps `page` instead of the folio's subpage: a
+/// CoWed anonymous copy gives `SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE
+/// go on with the next extent (C 6.12 stops there with `SCAN_FAIL` unless
+/// `khugepaged_skip_cow_extents` is set); anything else `SCAN_FAIL`.
+fn mismatch(page: *mut bindings::page) -> ScanResult {
+    // SAFETY: `page` is a valid page when non-NULL.
+    if !page.is_null() && unsafe { bindings::page_is_anon(page) } {
+        SCAN_PTE_ANON_COW
+    } else {
+        SCAN_FAIL
+    }
 }
 
 /// `pte_none()` and `pte_present()` of an entry value.
@@ -214,8 +230,9 @@ pub(crate) fn collapse_pte_mapped_thp(
             }
             // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
             // page, but the new page is never a subpage of the folio.
-            if folio.page(i) != mapped_page(&vma, haddr + i as c_ulong * PAGE_SIZE, ptent) {
-                return SCAN_FAIL;
+            let page = mapped_page(&vma, haddr + i as c_ulong * PAGE_SIZE, ptent);
+            if folio.page(i) != page {
+                return mismatch(page);
             }
         }
         // `ptes` unmapped and unlocked here.
@@ -273,7 +290,7 @@ pub(crate) fn collapse_pte_mapped_thp(
             // Guards release: ptl (and pml), the mapping, the notifier
             // range, then the folio, as C's abort path does.
             return if present {
-                SCAN_FAIL
+                mismatch(page)
             } else {
                 SCAN_PTE_NON_PRESENT
             };

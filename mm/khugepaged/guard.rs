@@ -170,6 +170,8 @@ impl<'a> Vma<'a> {
 /// whose lock it holds; both are released on drop.
 pub(crate) struct LockedFolio<'a> {
     folio: NonNull<bindings::folio>,
+    // Number of pages: stable while the folio is locked (no split).
+    nr: usize,
     _mmap: PhantomData<&'a MmapLocked<'a>>,
 }
 
@@ -193,10 +195,14 @@ impl<'a> LockedFolio<'a> {
         if unsafe { bindings::IS_ERR(folio.cast()) } {
             return None;
         }
+        let folio = NonNull::new(folio)?;
+        // SAFETY: locked and referenced, so the order is stable.
+        let nr = 1usize << unsafe { bindings::folio_order(folio.as_ptr()) };
         // INVARIANT: filemap_lock_folio() returned the folio locked and
         // with a reference.
-        NonNull::new(folio).map(|folio| Self {
+        Some(Self {
             folio,
+            nr,
             _mmap: PhantomData,
         })
     }
@@ -210,17 +216,14 @@ impl<'a> LockedFolio<'a> {
     /// `folio_order(folio)`.
     #[inline]
     pub(crate) fn order(&self) -> u32 {
-        // SAFETY: we hold a reference (type invariant).
-        unsafe { bindings::folio_order(self.as_ptr()) }
+        self.nr.trailing_zeros()
     }
 
     /// `folio_page(folio, n)`: the page at index `n`, or NULL when `n` is
     /// outside the folio.
     #[inline]
     pub(crate) fn page(&self, n: usize) -> *mut bindings::page {
-        // SAFETY: we hold a reference (type invariant).
-        let nr = 1usize << unsafe { bindings::folio_order(self.as_ptr()) };
-        if n >= nr {
+        if n >= self.nr {
             return core::ptr::null_mut();
         }
         // SAFETY: `n` is within the folio.

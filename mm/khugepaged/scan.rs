@@ -29,4 +29,5 @@ scan_results! {
     SCAN_PAGE_NULL => scan_result_SCAN_PAGE_NULL,
     SCAN_PAGE_COMPOUND => scan_result_SCAN_PAGE_COMPOUND,
     SCAN_VMA_CHECK => scan_result_SCAN_VMA_CHECK,
+    SCAN_PTE_ANON_COW => scan_result_SCAN_PTE_ANON_COW,
 }

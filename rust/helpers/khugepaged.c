@@ -122,6 +122,11 @@ int rust_helper_mm_counter_file(struct folio *folio)
 	return mm_counter_file(folio);
 }
 
+bool rust_helper_page_is_anon(const struct page *page)
+{
+	return PageAnon(page);
+}
+
 bool rust_helper_khugepaged_warn_zone_device(struct page *page)
 {
 	return WARN_ON_ONCE(page && is_zone_device_page(page));

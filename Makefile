@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export ARCH CACHE KSRC O
 
-.PHONY: all run test check deps tree kernel clean-build help
+.PHONY: all run test soak check deps tree kernel clean-build help
 
 all: run
 
@@ -37,6 +37,10 @@ run: deps
 test: deps
 	@bash scripts/boot.sh test
 
+# The differential tester for a long time: make soak SEEDS=1 MINUTES=30
+soak: deps
+	@SEEDS=$(SEEDS) MINUTES=$(MINUTES) bash scripts/boot.sh soak
+
 # Remove the kernel build directory (not the unpacked tree).
 clean-build:
-	@. scripts/common.sh && rm -rf "$$O"
+	@. scripts/common.sh && rm -rf "$$BUILD"

@@ -29,7 +29,8 @@ else
 	say "clippy: FAILED"; fail=1
 fi
 
-cp_opts=(--strict --no-tree --quiet --ignore UNKNOWN_COMMIT_ID)
+# UNKNOWN_COMMIT_ID: the unpacked tarball has no git history to look in.
+cp_opts=(--strict --root "$SRC" --quiet --ignore UNKNOWN_COMMIT_ID)
 if (cd "$SRC" && ./scripts/checkpatch.pl "${cp_opts[@]}" "$TOP"/patches/0*.patch &&
 	./scripts/checkpatch.pl "${cp_opts[@]}" -f "${CS[@]/#/$TOP/}"); then
 	say "checkpatch --strict: clean ($(ls patches/0*.patch | wc -l) patches, ${#CS[@]} C files)"

@@ -7,8 +7,10 @@ CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/khugepaged-rs}
 TARBALL=${TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 # KSRC: a user's own 6.12.y tree (patched in place); default: unpacked tarball.
 SRC=${KSRC:-$CACHE/linux-6.12}
-O=${O:-$CACHE/build-$ARCH}
-GUEST=${GUEST:-$CACHE/guest-$ARCH}
+# $O (from the user) names the build directory; BUILD is what we use, so
+# that a per-arch default never leaks into the environment of a child.
+BUILD=${O:-$CACHE/build-$ARCH}
+GUEST=$CACHE/guest-$ARCH
 LOGS=${LOGS:-$CACHE/logs}
 BINDGEN_DIR=${BINDGEN_DIR:-/opt/khugepaged-rs/bindgen}
 
@@ -16,11 +18,12 @@ export PATH=/usr/lib/llvm-19/bin:$PATH
 
 case $ARCH in
 x86_64)	KARCH=x86_64; KIMAGE=arch/x86/boot/bzImage; CROSS= ;;
-arm64)	KARCH=arm64; KIMAGE=arch/arm64/boot/Image; CROSS=aarch64-linux-gnu- ;;
+arm64)	KARCH=arm64; KIMAGE=arch/arm64/boot/Image; CROSS=aarch64-linux-gnu-
+	BUSYBOX=${BUSYBOX:-${ARM64_DIR:-/opt/khugepaged-rs/arm64}/bin/busybox} ;;
 *)	echo "unsupported ARCH=$ARCH" >&2; exit 1 ;;
 esac
 
-KMAKE=(make -C "$SRC" O="$O" ARCH="$KARCH" LLVM=1
+KMAKE=(make -C "$SRC" O="$BUILD" ARCH="$KARCH" LLVM=1
 	RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	BINDGEN="$BINDGEN_DIR/bin/bindgen"
 	CLIPPY_DRIVER=/usr/bin/clippy-driver)

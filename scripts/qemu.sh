@@ -27,7 +27,7 @@ say "booting $ARCH under $accel (timeout ${TIMEOUT}s, console log: $LOG)"
 set +e
 timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" -accel $accel -m 3G \
 	-nographic -no-reboot -monitor none -serial stdio \
-	-kernel "$O/$KIMAGE" -initrd "$GUEST/initramfs.cpio" \
+	-kernel "$BUILD/$KIMAGE" -initrd "$GUEST/initramfs.cpio" \
 	-drive file="$GUEST/ext4.img",if=virtio,format=raw \
 	-append "console=$CONSOLE panic=-1 oops=panic loglevel=4 $*" </dev/null 2>&1 |
 	tee "$LOG" | if [ -n "${QEMU_SHOW:-}" ]; then grep --line-buffered -E "$QEMU_SHOW"; else cat; fi

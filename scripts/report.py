@@ -1,31 +1,47 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Read a khugepaged-rs guest console log and report.
+"""Read khugepaged-rs guest console logs and report.
 
-  report.py test LOG SUITE...   side-by-side C/Rust table of the test suites,
-                                kernel errors, and a last line
-                                "N passed, N failed[, N skipped]"; exit 1 on
-                                any failure, missing result or guest crash.
-  report.py demo LOG            the MADV_COLLAPSE demo table of `make run`.
+  report.py test ARCH=LOG...   suite x (arch, impl) table, kernel errors, and
+                               a last line "N passed, N failed[, N skipped]";
+                               exit 1 on any failure, missing result or crash.
+                               $STYLE=pass|fail adds the style gates' result.
+  report.py demo ARCH=LOG...   the MADV_COLLAPSE demo table of `make run`.
 """
 import os
 import re
 import statistics
 import sys
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Every suite `make test` must report, per architecture and implementation
+# (scripts/guest/test-jobs.sh runs them).
+TEST_SUITES = [
+    "collapse",
+    "uprobe",
+    "upstream-madvise-anon", "upstream-madvise-shmem", "upstream-madvise-file",
+    "upstream-khugepaged-anon", "upstream-khugepaged-shmem", "upstream-khugepaged-file",
+    "tester",
+]
+# Suites that run both implementations themselves (impl=both): one result,
+# shown in both columns, counted once.
+DIFFERENTIAL = {"tester"}
+IMPLS = ("c", "rust")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 # Any of these on the console fails the run.
 KERNEL_ERRORS = re.compile(
     r"BUG:|WARNING:|Oops|Kernel panic|kernel BUG|general protection fault|"
     r"Unable to handle kernel|possible circular locking|possible recursive locking|"
     r"inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|KASAN:|"
-    r"UBSAN:|lock held when returning|page_table_check|Call Trace:")
-IMPLS = ("c", "rust")
+    r"UBSAN:|lock held when returning|page_table_check|Call Trace:|Bad page state|"
+    r"Bad rss-counter")
 
 
 def read_log(path):
-    with open(path, errors="replace") as f:
-        return [ANSI.sub("", l.rstrip("\r\n")) for l in f]
+    try:
+        with open(path, errors="replace") as f:
+            return [ANSI.sub("", l.rstrip("\r\n")) for l in f]
+    except OSError:
+        return []
 
 
 def blocks(lines):
@@ -66,9 +82,8 @@ def cases_tap(out):
 def cases_upstream(out):
     """6.12's tools/testing/selftests/mm/khugepaged: OK/Fail per 'Run test'."""
     res, name, seen = {}, "(setup)", []
+
     def close():
-        if name is None:
-            return
         text = "\n".join(seen)
         if re.search(r"\bFail", text):
             res[name] = "fail"
@@ -89,159 +104,167 @@ def cases_upstream(out):
     return res
 
 
-def test_report(log, suites):
-    lines = read_log(log)
-    results = {}      # (suite, impl) -> dict
-    for impl, suite, rc, out in blocks(lines):
-        cases = cases_tap(out) if not suite.startswith("upstream-") else cases_upstream(out)
-        results[(suite, impl)] = {"rc": rc, "cases": cases}
-    skipped_suites = {(m.group(2), m.group(1))
-                      for m in (re.search(r"@@SKIP impl=(\S+) suite=(\S+)", l) for l in lines) if m}
-    errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
-    ended = any(l.startswith("@@END") for l in lines)
+def impl_stats(lines):
+    if "@@IMPL_STATS" not in lines:
+        return []
+    i, out = lines.index("@@IMPL_STATS") + 1, []
+    while i < len(lines) and not lines[i].startswith("@@"):
+        if lines[i].strip():
+            out.append(lines[i].strip())
+        i += 1
+    return out
 
+
+def test_report(pairs):
+    global TEST_SUITES
+    if os.environ.get("SUITES"):
+        TEST_SUITES = os.environ["SUITES"].split()
     passed = failed = skipped = 0
-    problems = []
-    rows = []
-    for suite in suites:
-        cells = []
+    problems, diffs, notes = [], [], []
+    cols = []                  # (arch, impl)
+    cells = {}                 # (suite, arch, impl) -> text
+    for arch, log in pairs:
+        lines = read_log(log)
+        results = {}
+        for impl, suite, rc, out in blocks(lines):
+            cases = cases_upstream(out) if suite.startswith("upstream-") else cases_tap(out)
+            results[(suite, impl)] = {"rc": rc, "cases": cases}
+        skipped_suites = {(m.group(2), m.group(1)) for m in
+                          (re.search(r"@@SKIP impl=(\S+) suite=(\S+)", l) for l in lines) if m}
         for impl in IMPLS:
-            r = results.get((suite, impl))
-            if (suite, impl) in skipped_suites:
-                cells.append("skipped")
-                skipped += 1
-                continue
-            if r is None:
-                cells.append("MISSING")
-                failed += 1
-                problems.append(f"{suite} [{impl}]: no result")
-                continue
-            cases = r["cases"]
-            p = sum(1 for v in cases.values() if v == "pass")
-            f = sum(1 for v in cases.values() if v == "fail")
-            s = sum(1 for v in cases.values() if v == "skip")
-            passed += p
-            failed += f
-            skipped += s
-            for n, v in cases.items():
-                if v == "fail":
-                    problems.append(f"{suite} [{impl}]: {n} failed")
-            note = ""
-            if r["rc"] is None:
-                failed += 1
-                note = " CRASHED"
-                problems.append(f"{suite} [{impl}]: did not finish")
-            elif r["rc"] != 0 and f == 0:
-                failed += 1
-                note = f" rc={r['rc']}"
-                problems.append(f"{suite} [{impl}]: exit code {r['rc']} with no failed case")
-            elif not cases:
-                failed += 1
-                note = " no cases"
-                problems.append(f"{suite} [{impl}]: ran no case")
-            cells.append(f"{p} ok" + (f", {f} FAIL" if f else "") + (f", {s} skip" if s else "") + note)
-        rows.append((suite, cells))
-
-    # Per-case divergences between the implementations.
-    diffs = []
-    for suite in suites:
-        a = results.get((suite, "c"), {}).get("cases", {})
-        b = results.get((suite, "rust"), {}).get("cases", {})
-        for n in sorted(set(a) | set(b)):
-            if a.get(n) != b.get(n):
-                diffs.append(f"{suite}: {n}: c={a.get(n, '-')} rust={b.get(n, '-')}")
-
-    stats = []
-    if "@@IMPL_STATS" in lines:
-        i = lines.index("@@IMPL_STATS") + 1
-        while i < len(lines) and not lines[i].startswith("@@"):
-            stats.append(lines[i].strip())
-            i += 1
+            cols.append((arch, impl))
+            for suite in TEST_SUITES:
+                key = (suite, arch, impl)
+                r = results.get((suite, impl))
+                if suite in DIFFERENTIAL:
+                    if impl != IMPLS[0]:
+                        cells[key] = cells.get((suite, arch, IMPLS[0]), "-")
+                        continue
+                    r = results.get((suite, "both"))
+                if (suite, impl) in skipped_suites:
+                    cells[key] = "skipped"
+                    skipped += 1
+                    continue
+                if r is None:
+                    cells[key] = "MISSING"
+                    failed += 1
+                    problems.append(f"{arch} {suite} [{impl}]: no result")
+                    continue
+                cases = r["cases"]
+                p = sum(1 for v in cases.values() if v == "pass")
+                f = sum(1 for v in cases.values() if v == "fail")
+                s = sum(1 for v in cases.values() if v == "skip")
+                passed, failed, skipped = passed + p, failed + f, skipped + s
+                problems += [f"{arch} {suite} [{impl}]: {n} failed"
+                             for n, v in cases.items() if v == "fail"]
+                note = ""
+                if r["rc"] is None:
+                    failed += 1
+                    note = " CRASHED"
+                    problems.append(f"{arch} {suite} [{impl}]: did not finish")
+                elif r["rc"] != 0 and f == 0:
+                    failed += 1
+                    note = f" rc={r['rc']}"
+                    problems.append(f"{arch} {suite} [{impl}]: exit code {r['rc']}, no failed case")
+                elif not cases:
+                    failed += 1
+                    note = " no cases"
+                    problems.append(f"{arch} {suite} [{impl}]: ran no case")
+                cells[key] = (f"{p} ok" + (f", {f} FAIL" if f else "")
+                              + (f", {s} skip" if s else "") + note)
+        for suite in TEST_SUITES:
+            a = results.get((suite, "c"), {}).get("cases", {})
+            b = results.get((suite, "rust"), {}).get("cases", {})
+            diffs += [f"{arch} {suite}: {n}: c={a.get(n, '-')} rust={b.get(n, '-')}"
+                      for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        stats = impl_stats(lines)
+        notes += [f"{arch}: {s}" for s in stats]
+        rust = [s for s in stats if s.startswith("rust ")]
+        if lines and (not rust or int(rust[0].split()[2]) == 0):
+            failed += 1
+            problems.append(f"{arch}: the Rust collapse_pte_mapped_thp() never ran")
+        errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
+        if errors:
+            failed += 1
+            problems.append(f"{arch}: kernel reported {len(errors)} error line(s) on the console")
+            notes += [f"{arch} console: {e}" for e in errors[:20]]
+        if not any(l.startswith("@@END") for l in lines):
+            failed += 1
+            problems.append(f"{arch}: guest did not reach the end marker (crash or timeout)")
 
     style = os.environ.get("STYLE")
+    rows = [(s, [cells.get((s, a, i), "-") for a, i in cols]) for s in TEST_SUITES]
     if style:
+        rows.append(("style (rustfmt, clippy, checkpatch)", [style] + [""] * (len(cols) - 1)))
         if style == "pass":
             passed += 1
         else:
             failed += 1
             problems.append("style gates (rustfmt, clippy, checkpatch) failed")
 
-    w = max(len(s) for s in suites + ["suite"] + (["style (rustfmt, clippy, checkpatch)"] if style else []))
+    w = max(len(r[0]) for r in rows + [("suite", [])])
+    cw = max([len(c) for _, r in rows for c in r] + [14])
     print()
-    print(f"{'suite':<{w}}  {'c':<22}  {'rust':<22}")
-    print(f"{'-' * w}  {'-' * 22}  {'-' * 22}")
-    for suite, cells in rows:
-        print(f"{suite:<{w}}  {cells[0]:<22}  {cells[1]:<22}")
-    if style:
-        print(f"{'style (rustfmt, clippy, checkpatch)':<{w}}  {style}")
+    print(f"{'suite':<{w}}  " + "  ".join(f"{a + ' ' + i:<{cw}}" for a, i in cols))
+    print(f"{'-' * w}  " + "  ".join("-" * cw for _ in cols))
+    for suite, r in rows:
+        print(f"{suite:<{w}}  " + "  ".join(f"{c:<{cw}}" for c in r))
     print()
-    if stats:
-        print("collapse_pte_mapped_thp() calls / SCAN_SUCCEED per implementation:")
-        for s in stats:
-            print(f"  {s}")
-        rust = [s for s in stats if s.startswith("rust ")]
-        if not rust or int(rust[0].split()[2]) == 0:
-            failed += 1
-            problems.append("the Rust collapse_pte_mapped_thp() never ran")
+    if notes:
+        print("collapse_pte_mapped_thp() calls, SCAN_SUCCEED per implementation; console errors:")
+        for n in notes:
+            print(f"  {n}")
     if diffs:
         print("C/Rust differences:")
         for d in diffs:
             print(f"  {d}")
-    if errors:
-        failed += 1
-        problems.append(f"kernel reported {len(errors)} error line(s) on the console")
-        print("kernel errors on the console:")
-        for e in errors[:20]:
-            print(f"  {e}")
-    if not ended:
-        failed += 1
-        problems.append("guest did not reach the end marker (crash or timeout)")
     for p in problems:
         print(f"FAIL: {p}")
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 
-def demo_report(log):
-    lines = read_log(log)
-    rows = {}
-    for line in lines:
-        m = re.search(r"@@DEMO impl=(\S+) mem=(\S+) result=(\S+) before=(-?\d+) after=(-?\d+) ns=(\d+)", line)
-        if m:
-            impl, mem, res, before, after, ns = m.groups()
-            rows.setdefault(mem, {}).setdefault(impl, []).append((res, int(before), int(after), int(ns)))
-    errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
-    ok = bool(rows) and not errors and any(l.startswith("@@END") for l in lines)
-    print()
-    print("MADV_COLLAPSE per 2 MiB, C and Rust alternating in one boot; median of the runs (huge kB mapped before -> after)")
-    print(f"{'memory':<18} {'impl':<5} {'result':<8} {'huge kB':<13} {'median us':>10} {'min-max us':>16}  {'rust/c':>6}")
-    for mem, by in rows.items():
-        med = {}
-        for impl in IMPLS:
-            r = by.get(impl)
-            if not r:
-                continue
-            ns = [x[3] for x in r]
-            med[impl] = statistics.median(ns)
-            res = "ok" if all(x[0] == "ok" for x in r) else "FAIL"
-            ok = ok and res == "ok"
-            hk = f"{r[0][1]} -> {r[0][2]}"
-            ratio = ""
-            if impl == "rust" and med.get("c"):
-                ratio = f"{med['rust'] / med['c']:.2f}"
-            print(f"{mem:<18} {impl:<5} {res:<8} {hk:<13} {med[impl] / 1000:>10.1f} "
-                  f"{min(ns) / 1000:>7.1f}-{max(ns) / 1000:<8.1f}  {ratio:>6}")
-    if errors:
-        print("kernel errors on the console:")
+def demo_report(pairs):
+    ok = True
+    for arch, log in pairs:
+        lines = read_log(log)
+        rows = {}
+        for line in lines:
+            m = re.search(r"@@DEMO impl=(\S+) mem=(\S+) result=(\S+) before=(-?\d+) "
+                          r"after=(-?\d+) ns=(\d+)", line)
+            if m:
+                impl, mem, res, before, after, ns = m.groups()
+                rows.setdefault(mem, {}).setdefault(impl, []).append(
+                    (res, int(before), int(after), int(ns)))
+        errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
+        ok = ok and bool(rows) and not errors and any(l.startswith("@@END") for l in lines)
+        print()
+        print(f"{arch}: MADV_COLLAPSE per 2 MiB, C and Rust alternating in one boot "
+              "(huge kB mapped before -> after)")
+        print(f"{'memory':<18} {'impl':<5} {'result':<7} {'huge kB':<13} {'median us':>10} "
+              f"{'min-max us':>17}  {'rust/c':>6}")
+        for mem, by in rows.items():
+            med = {}
+            for impl in IMPLS:
+                r = by.get(impl)
+                if not r:
+                    continue
+                ns = [x[3] for x in r]
+                med[impl] = statistics.median(ns)
+                res = "ok" if all(x[0] == "ok" for x in r) else "FAIL"
+                ok = ok and res == "ok"
+                ratio = f"{med['rust'] / med['c']:.2f}" if impl == "rust" and med.get("c") else ""
+                print(f"{mem:<18} {impl:<5} {res:<7} {f'{r[0][1]} -> {r[0][2]}':<13} "
+                      f"{med[impl] / 1000:>10.1f} {min(ns) / 1000:>8.1f}-{max(ns) / 1000:<8.1f}  "
+                      f"{ratio:>6}")
         for e in errors[:20]:
-            print(f"  {e}")
+            print(f"  kernel error: {e}")
     print("(TCG: timings are emulated; only the Rust/C ratio is meaningful.)")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "test":
-        sys.exit(test_report(sys.argv[2], sys.argv[3:]))
-    if len(sys.argv) == 3 and sys.argv[1] == "demo":
-        sys.exit(demo_report(sys.argv[2]))
+    if len(sys.argv) >= 3 and sys.argv[1] in ("test", "demo"):
+        pairs = [tuple(a.split("=", 1)) for a in sys.argv[2:]]
+        sys.exit(test_report(pairs) if sys.argv[1] == "test" else demo_report(pairs))
     sys.exit(__doc__)

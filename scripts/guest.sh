@@ -12,12 +12,12 @@ JOBS=${1:?usage: guest.sh JOBS_FILE}
 mkdir -p "$GUEST/bin"
 SELF=$SRC/tools/testing/selftests
 CC=${CROSS}gcc
-CFLAGS=(-static -O2 -g -Wall -isystem "$O/usr/include" -I "$SELF" -I "$SELF/mm")
+CFLAGS=(-static -O2 -g -Wall -isystem "$BUILD/usr/include" -I "$SELF" -I "$SELF/mm")
 
-if ! [ -f "$O/.khugepaged-rs-headers" ] || [ "$O/.khugepaged-rs-headers" -ot "$O/.config" ]; then
+if ! [ -f "$BUILD/.khugepaged-rs-headers" ] || [ "$BUILD/.khugepaged-rs-headers" -ot "$BUILD/.config" ]; then
 	say "installing uapi headers"
 	"${KMAKE[@]}" -s headers_install >/dev/null
-	touch "$O/.khugepaged-rs-headers"
+	touch "$BUILD/.khugepaged-rs-headers"
 fi
 
 build() { # OUT SOURCES...
@@ -31,7 +31,21 @@ build() { # OUT SOURCES...
 }
 build khugepaged "$SELF/mm/khugepaged.c" "$SELF/mm/vm_util.c" "$SELF/mm/thp_settings.c"
 build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c"
+build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c"
 build khugepaged_demo "$TOP/tools/testing/selftests/mm/khugepaged_demo.c"
+
+# The Rust differential tester: one crate without dependencies, built with
+# Debian's rustc (its std for the guest's target) as a static binary.
+TESTER=$TOP/tools/testing/selftests/mm/khugepaged-rs-tester
+RTARGET=$(sed 's/arm64/aarch64/' <<<"$ARCH")-unknown-linux-gnu
+if ! [ -x "$GUEST/bin/khugepaged-rs-tester" ] ||
+	[ "$TESTER/src/main.rs" -nt "$GUEST/bin/khugepaged-rs-tester" ]; then
+	say "rustc khugepaged-rs-tester ($RTARGET)"
+	/usr/bin/rustc --edition 2021 -O -C strip=symbols -C target-feature=+crt-static \
+		--target "$RTARGET" ${CROSS:+-C linker=${CROSS}gcc} \
+		-o "$GUEST/bin/khugepaged-rs-tester" "$TESTER/src/main.rs" ||
+		die "building khugepaged-rs-tester failed"
+fi
 
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing: run 'make deps'"
@@ -53,7 +67,7 @@ LIST
 for b in "$GUEST"/bin/*; do
 	echo "file /bin/${b##*/} $b 755 0 0" >> "$GUEST/initramfs.list"
 done
-"$O/usr/gen_init_cpio" "$GUEST/initramfs.list" > "$GUEST/initramfs.cpio"
+"$BUILD/usr/gen_init_cpio" "$GUEST/initramfs.list" > "$GUEST/initramfs.cpio"
 
 # A fresh ext4 disk every boot: the file THP cases write to it.
 rm -f "$GUEST/ext4.img"

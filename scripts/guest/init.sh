@@ -10,9 +10,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-mkdir -p /tmp /mnt/ext4 /mnt/shmem
+mkdir -p /tmp /mnt/ext4 /mnt/shmem /mnt/shmem-always
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs -o huge=advise tmpfs /mnt/shmem
+mount -t tmpfs -o huge=always tmpfs /mnt/shmem-always
 if mount -t ext4 /dev/vda /mnt/ext4; then FILEDIR=/mnt/ext4; else FILEDIR=; fi
 if [ -e /sys/block/zram0/disksize ]; then
 	echo 512M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/null &&

@@ -146,7 +146,10 @@ static bool check(const char *p, size_t len, unsigned int seed)
  */
 static int split_pmd(char *p, int prot)
 {
-	if (mprotect(p + 4096, 4096, PROT_READ))
+	/* Any other protection splits the VMA, hence the PMD mapping. */
+	int other = prot == PROT_READ ? PROT_READ | PROT_WRITE : PROT_READ;
+
+	if (mprotect(p + 4096, 4096, other))
 		return -1;
 	for (size_t i = 0; i < PMD_SIZE; i += 4096)
 		sink += p[i];
@@ -327,9 +330,187 @@ TEST(file_cow_kept)
 	close(fd);
 }
 
+/*
+ * MADV_COLLAPSE over three extents of a private file/shmem mapping of THPs,
+ * all PTE-mapped, where extent @cow holds one CoWed page. Rust (and C with
+ * skip_cow_extents) collapses every clean extent; C 6.12 stops at the
+ * CoWed one. Both report EINVAL, and the CoWed page keeps its data.
+ */
+#define NR_EXT 3
+
+static int read_knob(const char *name)
+{
+	char path[256], buf[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), KHUGEPAGED_SYSFS "%s", name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return atoi(buf);
+}
+
+static int write_knob(const char *name, const char *val)
+{
+	char path[256];
+	FILE *f;
+	int ret;
+
+	snprintf(path, sizeof(path), KHUGEPAGED_SYSFS "%s", name);
+	f = fopen(path, "w");
+	if (!f)
+		return -1;
+	ret = fputs(val, f) < 0;
+	return fclose(f) || ret ? -1 : 0;
+}
+
+FIXTURE(cow_extent)
+{
+	int fd;
+};
+
+FIXTURE_VARIANT(cow_extent)
+{
+	const char *dir_env;
+	const char *field;
+	int cow;
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, file_first) {
+	.dir_env = "KHUGEPAGED_FILE_DIR", .field = "FilePmdMapped:", .cow = 0,
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, file_middle) {
+	.dir_env = "KHUGEPAGED_FILE_DIR", .field = "FilePmdMapped:", .cow = 1,
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, file_last) {
+	.dir_env = "KHUGEPAGED_FILE_DIR", .field = "FilePmdMapped:", .cow = 2,
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, shmem_first) {
+	.dir_env = "KHUGEPAGED_SHMEM_DIR", .field = "ShmemPmdMapped:", .cow = 0,
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, shmem_middle) {
+	.dir_env = "KHUGEPAGED_SHMEM_DIR", .field = "ShmemPmdMapped:", .cow = 1,
+};
+
+FIXTURE_VARIANT_ADD(cow_extent, shmem_last) {
+	.dir_env = "KHUGEPAGED_SHMEM_DIR", .field = "ShmemPmdMapped:", .cow = 2,
+};
+
+FIXTURE_SETUP(cow_extent)
+{
+	const char *dir = getenv(variant->dir_env);
+	char path[4096];
+	size_t len = NR_EXT * PMD_SIZE;
+	char *buf = malloc(len);
+	int fd;
+
+	self->fd = -1;
+	if (!dir || !*dir)
+		SKIP(return, "%s not set", variant->dir_env);
+	ASSERT_NE(NULL, buf);
+	snprintf(path, sizeof(path), "%s/cow_extent.%d", dir, getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ASSERT_GE(fd, 0);
+	fill(buf, len, 6);
+	ASSERT_EQ((ssize_t)len, write(fd, buf, len));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	free(buf);
+	self->fd = open(path, O_RDONLY);
+	unlink(path);
+	ASSERT_GE(self->fd, 0);
+	posix_fadvise(self->fd, 0, len, POSIX_FADV_DONTNEED);
+}
+
+FIXTURE_TEARDOWN(cow_extent)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+/* One run of the scenario; returns the huge kB mapped after the collapse. */
+static long cow_extent_run(struct __test_metadata *_metadata, int fd,
+			   const char *field, int cow)
+{
+	size_t len = NR_EXT * PMD_SIZE;
+	char *p = aligned_area(NR_EXT);
+	char *cowp;
+	long huge;
+	int e;
+
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(p, mmap(p, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0));
+	for (size_t i = 0; i < len; i += 4096)
+		sink += p[i];
+	ASSERT_EQ(0, madvise(p, len, MADV_HUGEPAGE));
+	ASSERT_EQ(0, madvise(p, len, MADV_COLLAPSE));
+	ASSERT_EQ(NR_EXT * 2048, smaps_field(p, field));
+
+	/* Map every extent by PTEs, then CoW one page of extent @cow. */
+	for (e = 0; e < NR_EXT; e++)
+		ASSERT_EQ(0, split_pmd(p + e * PMD_SIZE, PROT_READ));
+	ASSERT_EQ(0, smaps_field(p, field));
+	cowp = p + cow * PMD_SIZE + 7 * 4096;
+	ASSERT_EQ(0, mprotect(p, len, PROT_READ | PROT_WRITE));
+	*cowp ^= 0x5a;
+	ASSERT_EQ(0, mprotect(p, len, PROT_READ));
+	ASSERT_EQ(4, smaps_field(p, "Anonymous:"));
+
+	EXPECT_EQ(-1, madvise(p, len, MADV_COLLAPSE));
+	EXPECT_EQ(EINVAL, errno);
+	huge = smaps_field(p, field);
+
+	/* The private copy is intact, and so is everything else. */
+	EXPECT_EQ(4, smaps_field(p, "Anonymous:"));
+	ASSERT_EQ(0, mprotect(p, len, PROT_READ | PROT_WRITE));
+	*cowp ^= 0x5a;
+	EXPECT_TRUE(check(p, len, 6));
+	munmap(p, len);
+	return huge;
+}
+
+TEST_F(cow_extent, collapse_goes_past_cowed_extent)
+{
+	int cow = variant->cow, skip = read_knob("skip_cow_extents");
+	char impl[32];
+	long huge;
+
+	ASSERT_GE(impl_calls(impl, sizeof(impl)), 0);
+	ASSERT_GE(skip, 0);
+
+	/* Selected implementation, default settings. */
+	huge = cow_extent_run(_metadata, self->fd, variant->field, cow);
+	if (!strcmp(impl, "rust") || skip) {
+		/* Every clean extent. */
+		EXPECT_EQ((NR_EXT - 1) * 2048, huge);
+	} else {
+		/* C 6.12 stops at the CoWed extent. */
+		EXPECT_EQ(cow * 2048, huge);
+	}
+	TH_LOG("impl %s, CoWed extent %d of %d: %ld kB PMD-mapped", impl, cow,
+	       NR_EXT, huge);
+
+	/* C with the fix enabled behaves as Rust. */
+	if (!strcmp(impl, "c") && !skip) {
+		ASSERT_EQ(0, write_knob("skip_cow_extents", "1"));
+		huge = cow_extent_run(_metadata, self->fd, variant->field, cow);
+		write_knob("skip_cow_extents", "0");
+		EXPECT_EQ((NR_EXT - 1) * 2048, huge);
+	}
+}
+
 static void __attribute__((constructor)) get_file_dir(void)
 {
 	file_dir = getenv("KHUGEPAGED_FILE_DIR");
+	if (file_dir && !*file_dir)
+		file_dir = NULL;
 }
 
 TEST_HARNESS_MAIN

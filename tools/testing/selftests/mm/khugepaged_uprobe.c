@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * uprobe breakpoint removal "heals" a file THP: the breakpoint CoWs one
+ * page and splits the PMD mapping; removing the probe puts the original
+ * page back and calls collapse_pte_mapped_thp(mm, addr, false), so the
+ * next fault maps the THP by PMD again.
+ *
+ * The file is 2 MiB of the architecture's return instruction, so calling
+ * any 4-byte aligned offset of the mapping returns at once: that is how
+ * the test hits the probe.
+ *
+ * Environment: KHUGEPAGED_FILE_DIR (ext4, READ_ONLY_THP_FOR_FS) and
+ * KHUGEPAGED_SHMEM_DIR (tmpfs huge=always); a case whose directory is
+ * missing is skipped, and every case skips without tracefs uprobe events.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+#define PMD_SIZE	(2UL << 20)
+#define PROBE_OFF	0x1000UL
+#define TRACEFS		"/sys/kernel/tracing/"
+#define KHUGEPAGED_SYSFS "/sys/kernel/mm/transparent_hugepage/khugepaged/"
+
+/* Reads of memory to fault it in go here, so they are not optimised out. */
+char sink;
+
+#if defined(__x86_64__)
+static const uint8_t ret_insn[] = { 0xc3 };			/* ret */
+#elif defined(__aarch64__)
+static const uint8_t ret_insn[] = { 0xc0, 0x03, 0x5f, 0xd6 };	/* ret */
+#else
+#error "add the return instruction of this architecture"
+#endif
+
+static long smaps_field(void *addr, const char *name)
+{
+	unsigned long start, end, a = (unsigned long)addr;
+	char line[256];
+	long val = -1;
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (in && !strncmp(line, name, strlen(name))) {
+			val = atol(line + strlen(name));
+			break;
+		}
+	}
+	fclose(f);
+	return val;
+}
+
+static int write_str(const char *path, const char *s, bool append)
+{
+	int fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC));
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, s, strlen(s));
+	close(fd);
+	return n == (ssize_t)strlen(s) ? 0 : -EIO;
+}
+
+/* Hits of uprobe @event, from uprobe_profile; -1 if it is not listed. */
+static long probe_hits(const char *event)
+{
+	char line[512];
+	long hits = -1;
+	FILE *f = fopen(TRACEFS "uprobe_profile", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, event);
+
+		if (p && (p[strlen(event)] == ' ' || p[strlen(event)] == '\t'))
+			hits = atol(p + strlen(event));
+	}
+	fclose(f);
+	return hits;
+}
+
+/* collapse_pte_mapped_thp() calls, all implementations together. */
+static long pte_mapped_calls(void)
+{
+	char buf[256], name[32];
+	long calls = 0, c, s;
+	FILE *f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(buf, sizeof(buf), f))
+		if (sscanf(buf, "%31s collapse_pte_mapped_thp %ld %ld", name,
+			   &c, &s) == 3)
+			calls += c;
+	fclose(f);
+	return calls;
+}
+
+static char *map_aligned(int fd)
+{
+	char *p = mmap(NULL, 2 * PMD_SIZE, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
+	munmap(p, 2 * PMD_SIZE);
+	p = mmap(a, PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED,
+		 fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void touch(const char *p)
+{
+	for (size_t i = 0; i < PMD_SIZE; i += 4096)
+		sink += p[i];
+}
+
+typedef void (*probe_fn)(void);
+
+static void call_probe(const char *p)
+{
+	probe_fn fn = (probe_fn)(uintptr_t)(p + PROBE_OFF);
+
+	fn();
+}
+
+FIXTURE(uprobe)
+{
+	char path[512];
+	char event[64];
+	int fd;
+	char *p;
+};
+
+FIXTURE_VARIANT(uprobe)
+{
+	const char *dir_env;
+	const char *field;
+	int procs;
+};
+
+FIXTURE_VARIANT_ADD(uprobe, file)
+{
+	.dir_env = "KHUGEPAGED_FILE_DIR",
+	.field = "FilePmdMapped:",
+	.procs = 1,
+};
+
+FIXTURE_VARIANT_ADD(uprobe, shmem)
+{
+	.dir_env = "KHUGEPAGED_SHMEM_DIR",
+	.field = "ShmemPmdMapped:",
+	.procs = 1,
+};
+
+FIXTURE_VARIANT_ADD(uprobe, file_two_processes)
+{
+	.dir_env = "KHUGEPAGED_FILE_DIR",
+	.field = "FilePmdMapped:",
+	.procs = 2,
+};
+
+FIXTURE_SETUP(uprobe)
+{
+	const char *dir = getenv(variant->dir_env);
+	uint8_t *buf;
+	int fd;
+
+	self->fd = -1;
+	self->p = NULL;
+	self->path[0] = 0;
+	if (access(TRACEFS "uprobe_events", W_OK))
+		SKIP(return, "no uprobe events in tracefs");
+	if (!dir || !*dir)
+		SKIP(return, "%s not set", variant->dir_env);
+
+	snprintf(self->path, sizeof(self->path), "%s/uprobe_text.%d", dir,
+		 getpid());
+	snprintf(self->event, sizeof(self->event), "heal_%d", getpid());
+	buf = malloc(PMD_SIZE);
+	ASSERT_NE(NULL, buf);
+	for (size_t i = 0; i < PMD_SIZE; i += sizeof(ret_insn))
+		memcpy(buf + i, ret_insn, sizeof(ret_insn));
+	fd = open(self->path, O_RDWR | O_CREAT | O_TRUNC, 0755);
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ((ssize_t)PMD_SIZE, write(fd, buf, PMD_SIZE));
+	ASSERT_EQ(0, fsync(fd));
+	close(fd);
+	free(buf);
+
+	/* No writer may remain for READ_ONLY_THP_FOR_FS. */
+	self->fd = open(self->path, O_RDONLY);
+	ASSERT_GE(self->fd, 0);
+	posix_fadvise(self->fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+	self->p = map_aligned(self->fd);
+	ASSERT_NE(NULL, self->p);
+	touch(self->p);
+	ASSERT_EQ(0, madvise(self->p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, madvise(self->p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(2048, smaps_field(self->p, variant->field));
+}
+
+FIXTURE_TEARDOWN(uprobe)
+{
+	char cmd[128];
+
+	if (self->path[0]) {
+		snprintf(cmd, sizeof(cmd), "-:khugepaged_rs/%s\n", self->event);
+		write_str(TRACEFS "uprobe_events", cmd, true);
+		unlink(self->path);
+	}
+	if (self->p)
+		munmap(self->p, PMD_SIZE);
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+TEST_F(uprobe, removal_heals_pmd)
+{
+	char cmd[768], enable[256];
+	int go[2], done[2], status;
+	long calls, hits;
+	pid_t child = -1;
+	char c;
+
+	/* A second process maps the same THP and checks its own healing. */
+	ASSERT_EQ(0, pipe(go));
+	ASSERT_EQ(0, pipe(done));
+	if (variant->procs > 1) {
+		child = fork();
+		ASSERT_GE(child, 0);
+		if (!child) {
+			char *q = map_aligned(self->fd);
+			int ok;
+
+			touch(q);
+			ok = smaps_field(q, variant->field) == 2048;
+			c = ok;
+			write(done[1], &c, 1);
+			read(go[0], &c, 1);	/* probe set */
+			ok = smaps_field(q, variant->field) == 0;
+			call_probe(q);
+			c = ok;
+			write(done[1], &c, 1);
+			read(go[0], &c, 1);	/* probe removed */
+			touch(q);
+			ok = smaps_field(q, variant->field) == 2048 &&
+			     !memcmp(q + PROBE_OFF, ret_insn, sizeof(ret_insn));
+			_exit(ok ? 0 : 1);
+		}
+		ASSERT_EQ(1, read(done[0], &c, 1));
+		ASSERT_EQ(1, c);
+	}
+
+	snprintf(cmd, sizeof(cmd), "p:khugepaged_rs/%s %s:0x%lx\n",
+		 self->event, self->path, PROBE_OFF);
+	ASSERT_EQ(0, write_str(TRACEFS "uprobe_events", cmd, true));
+	snprintf(enable, sizeof(enable),
+		 TRACEFS "events/khugepaged_rs/%s/enable", self->event);
+	ASSERT_EQ(0, write_str(enable, "1", false));
+
+	/* The breakpoint CoWed a page: PMD split, the VMA has an anon_vma. */
+	EXPECT_EQ(0, smaps_field(self->p, variant->field));
+	EXPECT_GT(smaps_field(self->p, "Anonymous:"), 0);
+	EXPECT_NE(0, memcmp(self->p + PROBE_OFF, ret_insn, sizeof(ret_insn)));
+	call_probe(self->p);
+	call_probe(self->p);
+	if (child > 0) {
+		c = 1;
+		ASSERT_EQ(1, write(go[1], &c, 1));
+		ASSERT_EQ(1, read(done[0], &c, 1));
+		EXPECT_EQ(1, c);
+	}
+	hits = probe_hits(self->event);
+	EXPECT_EQ(variant->procs + 1, hits);
+
+	/* Removal restores the page and retracts the page table. */
+	calls = pte_mapped_calls();
+	ASSERT_EQ(0, write_str(enable, "0", false));
+	snprintf(cmd, sizeof(cmd), "-:khugepaged_rs/%s\n", self->event);
+	ASSERT_EQ(0, write_str(TRACEFS "uprobe_events", cmd, true));
+	EXPECT_GE(pte_mapped_calls(), calls + variant->procs);
+	EXPECT_EQ(0, memcmp(self->p + PROBE_OFF, ret_insn, sizeof(ret_insn)));
+	touch(self->p);
+	EXPECT_EQ(2048, smaps_field(self->p, variant->field));
+	call_probe(self->p);
+
+	if (child > 0) {
+		ASSERT_EQ(1, write(go[1], &c, 1));
+		ASSERT_EQ(child, waitpid(child, &status, 0));
+		EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+}
+
+TEST_HARNESS_MAIN

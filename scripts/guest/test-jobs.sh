@@ -12,7 +12,9 @@ run() {
 	echo "@@DONE impl=$impl suite=$suite rc=$rc start=$start end=$end"
 }
 
-KHUGEPAGED_FILE_DIR=$FILEDIR run collapse /bin/khugepaged_collapse
+export KHUGEPAGED_FILE_DIR=$FILEDIR KHUGEPAGED_SHMEM_DIR=/mnt/shmem-always
+run collapse /bin/khugepaged_collapse
+run uprobe /bin/khugepaged_uprobe
 for ctx in madvise khugepaged; do
 	run upstream-$ctx-anon /bin/khugepaged $ctx:anon
 	run upstream-$ctx-shmem /bin/khugepaged $ctx:shmem
@@ -22,3 +24,9 @@ for ctx in madvise khugepaged; do
 		echo "@@SKIP impl=$impl suite=upstream-$ctx-file reason=no-ext4"
 	fi
 done
+
+# The differential tester switches the implementation itself (C, then Rust,
+# per seed): run it once, reported for both.
+if [ "$impl" = c ]; then
+	impl=both run tester /bin/khugepaged-rs-tester --seeds ${TESTER_SEEDS:-1,2,3} --steps 30
+fi

@@ -45,8 +45,14 @@ const MADV_COLLAPSE: c_int = 25;
 const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
 
 extern "C" {
-    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: c_long)
-        -> *mut c_void;
+    fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: c_long,
+    ) -> *mut c_void;
     fn munmap(addr: *mut c_void, len: usize) -> c_int;
     fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
     fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
@@ -108,7 +114,16 @@ struct Region {
 /// A mapping of `len` bytes, 2 MiB aligned, plus `skew` pages if misaligned.
 fn reserve(len: usize, skew: usize) -> *mut u8 {
     // SAFETY: an anonymous PROT_NONE reservation, trimmed below.
-    let p = unsafe { mmap(std::ptr::null_mut(), len + 2 * PMD, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) };
+    let p = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            len + 2 * PMD,
+            PROT_NONE,
+            MAP_PRIVATE | MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
     if p == MAP_FAILED {
         return std::ptr::null_mut();
     }
@@ -119,7 +134,9 @@ fn reserve(len: usize, skew: usize) -> *mut u8 {
 }
 
 fn pattern(seed: u64, off: usize) -> u8 {
-    (off as u64 / PAGE as u64).wrapping_mul(31).wrapping_add(seed) as u8
+    (off as u64 / PAGE as u64)
+        .wrapping_mul(31)
+        .wrapping_add(seed) as u8
 }
 
 struct Ctx {
@@ -172,7 +189,12 @@ fn huge_kb(base: *mut u8, len: usize) -> i64 {
         if inside {
             for f in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"] {
                 if let Some(v) = line.strip_prefix(f) {
-                    kb += v.trim().trim_end_matches("kB").trim().parse::<i64>().unwrap_or(0);
+                    kb += v
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<i64>()
+                        .unwrap_or(0);
                 }
             }
         }
@@ -189,7 +211,10 @@ fn write_file(path: &str, s: &str) -> bool {
 }
 
 fn read_num(path: &str) -> i64 {
-    fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(-1)
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1)
 }
 
 fn ret_of(r: c_int) -> i64 {
@@ -202,13 +227,22 @@ fn ret_of(r: c_int) -> i64 {
 
 fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
     let kinds = if ctx.dir.is_some() {
-        &[Kind::Anon, Kind::ShmemShared, Kind::ShmemPrivate, Kind::FilePrivate][..]
+        &[
+            Kind::Anon,
+            Kind::ShmemShared,
+            Kind::ShmemPrivate,
+            Kind::FilePrivate,
+        ][..]
     } else {
         &[Kind::Anon, Kind::ShmemShared, Kind::ShmemPrivate][..]
     };
     let kind = kinds[rng.below(kinds.len())];
     let extents = 1 + rng.below(3);
-    let skew = if rng.below(4) == 0 { 1 + rng.below(8) } else { 0 };
+    let skew = if rng.below(4) == 0 {
+        1 + rng.below(8)
+    } else {
+        0
+    };
     let len = extents * PMD;
     let base = reserve(len, skew);
     if base.is_null() {
@@ -225,7 +259,11 @@ fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
                 fd = memfd_create(name.as_ptr(), 0);
                 ftruncate(fd, len as c_long);
             }
-            let flags = if kind == Kind::ShmemShared { MAP_SHARED } else { MAP_PRIVATE };
+            let flags = if kind == Kind::ShmemShared {
+                MAP_SHARED
+            } else {
+                MAP_PRIVATE
+            };
             (PROT_READ | PROT_WRITE, flags)
         }
         Kind::FilePrivate => {
@@ -261,7 +299,15 @@ fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
         }
         std::hint::black_box(s);
     }
-    Some(Region { kind, base, len, prot, fd, path, holes: Vec::new() })
+    Some(Region {
+        kind,
+        base,
+        len,
+        prot,
+        fd,
+        path,
+        holes: Vec::new(),
+    })
 }
 
 fn unmap_region(r: &Region) {
@@ -310,10 +356,15 @@ fn uprobe_cycle(ctx: &Ctx, r: &Region, page: usize) -> i64 {
         return 0;
     }
     let ev = format!("tester_{}_{}", std::process::id(), ctx.seed);
-    let ok = write_append(&format!("{TRACEFS}uprobe_events"), &format!("p:khugepaged_rs/{ev} {path}:0x{:x}\n", page * PAGE))
-        && write_file(&format!("{TRACEFS}events/khugepaged_rs/{ev}/enable"), "1")
+    let ok = write_append(
+        &format!("{TRACEFS}uprobe_events"),
+        &format!("p:khugepaged_rs/{ev} {path}:0x{:x}\n", page * PAGE),
+    ) && write_file(&format!("{TRACEFS}events/khugepaged_rs/{ev}/enable"), "1")
         && write_file(&format!("{TRACEFS}events/khugepaged_rs/{ev}/enable"), "0");
-    let removed = write_append(&format!("{TRACEFS}uprobe_events"), &format!("-:khugepaged_rs/{ev}\n"));
+    let removed = write_append(
+        &format!("{TRACEFS}uprobe_events"),
+        &format!("-:khugepaged_rs/{ev}\n"),
+    );
     if ok && removed {
         0
     } else {
@@ -337,7 +388,12 @@ fn run(ctx: &mut Ctx, steps: usize) {
         if regions.is_empty() || (regions.len() < 4 && rng.below(6) == 0) {
             match map_region(ctx, &mut rng, step) {
                 Some(r) => {
-                    let op = format!("mmap({:?},{}ext,{})", r.kind, r.len / PMD, (r.base as usize % PMD) / PAGE);
+                    let op = format!(
+                        "mmap({:?},{}ext,{})",
+                        r.kind,
+                        r.len / PMD,
+                        (r.base as usize % PMD) / PAGE
+                    );
                     regions.push(r);
                     ctx.record(step, &op, 0, &regions);
                 }
@@ -407,7 +463,11 @@ fn run(ctx: &mut Ctx, steps: usize) {
             }
             6 | 7 => {
                 let r = &mut regions[i];
-                let other = if r.prot == PROT_READ { PROT_READ | PROT_WRITE } else { PROT_READ };
+                let other = if r.prot == PROT_READ {
+                    PROT_READ | PROT_WRITE
+                } else {
+                    PROT_READ
+                };
                 // SAFETY: our own range.
                 let ret = unsafe {
                     let a = ret_of(mprotect(r.base.add(pg * PAGE).cast(), PAGE, other));
@@ -462,7 +522,13 @@ fn run(ctx: &mut Ctx, steps: usize) {
 }
 
 /// Runs `seed` with `imp` in a child; returns its record.
-fn run_child(imp: &str, seed: u64, steps: usize, dir: &Option<String>, verbose: bool) -> Vec<String> {
+fn run_child(
+    imp: &str,
+    seed: u64,
+    steps: usize,
+    dir: &Option<String>,
+    verbose: bool,
+) -> Vec<String> {
     if !write_file(&format!("{SYSFS}impl"), imp) {
         return vec![format!("cannot select impl {imp}")];
     }
@@ -503,7 +569,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut seeds: Vec<u64> = vec![1, 2, 3, 4];
     let mut steps = 40;
-    let mut dir = std::env::var("KHUGEPAGED_FILE_DIR").ok().filter(|d| !d.is_empty());
+    let mut dir = std::env::var("KHUGEPAGED_FILE_DIR")
+        .ok()
+        .filter(|d| !d.is_empty());
     let mut minutes = 0u64;
     let mut verbose = false;
     let mut i = 1;
@@ -532,17 +600,34 @@ fn main() {
         println!("1..0 # SKIP no Rust implementation in this kernel");
         return;
     }
-    let orig_impl = impls.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap_or("rust").to_string();
+    let orig_impl = impls
+        .split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or("rust")
+        .to_string();
     let skip_knob = format!("{SYSFS}skip_cow_extents");
     let had_skip = read_num(&skip_knob);
     // Fast khugepaged passes inside the wait steps, as the upstream selftest.
-    let knobs = ["scan_sleep_millisecs", "alloc_sleep_millisecs", "pages_to_scan"];
-    let saved: Vec<i64> = knobs.iter().map(|k| read_num(&format!("{SYSFS}{k}"))).collect();
+    let knobs = [
+        "scan_sleep_millisecs",
+        "alloc_sleep_millisecs",
+        "pages_to_scan",
+    ];
+    let saved: Vec<i64> = knobs
+        .iter()
+        .map(|k| read_num(&format!("{SYSFS}{k}")))
+        .collect();
     for (k, v) in knobs.iter().zip(["10", "10", "4096"]) {
         write_file(&format!("{SYSFS}{k}"), v);
     }
     let enabled = fs::read_to_string(ENABLED).unwrap_or_default();
-    let orig_enabled = enabled.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap_or("madvise").to_string();
+    let orig_enabled = enabled
+        .split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or("madvise")
+        .to_string();
     write_file(ENABLED, "never");
 
     // A soak runs consecutive seeds from the first one until the time is up.
@@ -576,7 +661,11 @@ fn main() {
         for k in 0..c.len().max(r.len()) {
             let (a, b) = (c.get(k), r.get(k));
             if a != b {
-                diff = Some((k, a.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()));
+                diff = Some((
+                    k,
+                    a.cloned().unwrap_or_default(),
+                    b.cloned().unwrap_or_default(),
+                ));
                 break;
             }
         }
@@ -585,10 +674,21 @@ fn main() {
             None if complete => println!("ok {} seed-{seed} ({steps} steps)", n + 1),
             None => {
                 failed += 1;
-                println!("# c:    {}", c.last().map(String::as_str).unwrap_or("(nothing)"));
-                println!("# rust: {}", r.last().map(String::as_str).unwrap_or("(nothing)"));
+                println!(
+                    "# c:    {}",
+                    c.last().map(String::as_str).unwrap_or("(nothing)")
+                );
+                println!(
+                    "# rust: {}",
+                    r.last().map(String::as_str).unwrap_or("(nothing)")
+                );
                 println!("# replay: khugepaged-rs-tester --seed {seed} --steps {steps} --verbose");
-                println!("not ok {} seed-{seed} record incomplete (c {} r {} lines)", n + 1, c.len(), r.len());
+                println!(
+                    "not ok {} seed-{seed} record incomplete (c {} r {} lines)",
+                    n + 1,
+                    c.len(),
+                    r.len()
+                );
             }
             Some((k, a, b)) => {
                 failed += 1;

@@ -325,26 +325,29 @@ fn unmap_region(r: &Region) {
 
 const ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 
-/// khugepaged only runs inside this step (THP `enabled` is `never`
-/// otherwise, which stops its thread), so its collapses happen at the same
-/// step in both runs.
-fn wait_khugepaged() -> i64 {
+/// MADV_HUGEPAGE and two full khugepaged passes. khugepaged only runs
+/// inside this step (THP `enabled` is `never` otherwise, which stops its
+/// thread), so its collapses happen at the same step in both runs.
+
+fn hugepage_and_wait(r: &Region) -> i64 {
     if !write_file(ENABLED, "madvise") {
         return -5;
     }
+    // With THP enabled, MADV_HUGEPAGE also registers the mm with khugepaged.
+    // SAFETY: our own range.
+    let ret = ret_of(unsafe { madvise(r.base.cast(), r.len, MADV_HUGEPAGE) });
     let target = read_num(&format!("{SYSFS}full_scans")) + 2;
     let start = Instant::now();
-    // Not recorded: how long khugepaged takes is no part of the result.
-    let mut ret = 0;
-    while start.elapsed() < Duration::from_secs(30) {
+    // How long khugepaged takes is no part of the result.
+    while ret == 0 && start.elapsed() < Duration::from_secs(30) {
         if read_num(&format!("{SYSFS}full_scans")) >= target {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     // Stopping khugepaged waits for its thread to exit.
     if !write_file(ENABLED, "never") {
-        ret = -5;
+        return -5;
     }
     ret
 }
@@ -493,13 +496,10 @@ fn run(ctx: &mut Ctx, steps: usize) {
                     (format!("munmap@{pg}"), ret)
                 }
             }
-            9 => {
-                let r = &regions[i];
-                // SAFETY: our own range.
-                let a = ret_of(unsafe { madvise(r.base.cast(), r.len, MADV_HUGEPAGE) });
-                let b = if a == 0 { wait_khugepaged() } else { 0 };
-                ("hugepage+khugepaged".to_string(), a + b)
-            }
+            9 => (
+                "hugepage+khugepaged".to_string(),
+                hugepage_and_wait(&regions[i]),
+            ),
             10 => {
                 let ret = if regions[i].kind == Kind::FilePrivate {
                     uprobe_cycle(ctx, &regions[i], pg)

@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export ARCH CACHE KSRC O
 
-.PHONY: all run test soak check deps tree kernel clean-build help
+.PHONY: all run test bench soak check deps tree kernel clean-build help
 
 all: run
 
@@ -36,6 +36,10 @@ run: deps
 
 test: deps
 	@bash scripts/boot.sh test
+
+# Rust/C cost, alternating in one boot, per arch: table, JSON, CSV, PNG.
+bench: deps
+	@bash scripts/boot.sh bench
 
 # The differential tester for a long time: make soak SEEDS=1 MINUTES=30
 soak: deps

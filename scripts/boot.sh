@@ -3,15 +3,16 @@
 #
 # Build everything, boot the guest of every architecture in $ARCHES with a
 # job list, and report across them.
-#   boot.sh test|run|soak
+#   boot.sh test|run|bench|soak
 set -euo pipefail
-MODE=${1:?usage: boot.sh test|run|soak}
+MODE=${1:?usage: boot.sh test|run|bench|soak}
 STEP=$MODE
 . "$(dirname "$0")/common.sh"
 
 case $MODE in
 test)	JOBS=$TOP/scripts/guest/test-jobs.sh; ARCHES=${ARCHES:-x86_64 arm64} ;;
 run)	JOBS=$TOP/scripts/guest/run-jobs.sh; ARCHES=${ARCHES:-$ARCH} ;;
+bench)	JOBS=$TOP/scripts/guest/bench-jobs.sh; ARCHES=${ARCHES:-x86_64 arm64} ;;
 soak)	# The differential tester for MINUTES, from the first of SEEDS on.
 	JOBS=$CACHE/soak-jobs.sh; ARCHES=${ARCHES:-$ARCH}
 	mkdir -p "$CACHE"
@@ -56,6 +57,8 @@ test)
 	STYLE=$STYLE python3 "$TOP/scripts/report.py" test "${LOGPAIRS[@]}" ;;
 run)
 	python3 "$TOP/scripts/report.py" demo "${LOGPAIRS[@]}" ;;
+bench)
+	python3 "$TOP/scripts/bench.py" "$CACHE/bench" "${LOGPAIRS[@]}" ;;
 soak)
 	SUITES=tester python3 "$TOP/scripts/report.py" test "${LOGPAIRS[@]}" ;;
 esac

@@ -18,7 +18,7 @@ PKGS=(
 	rustc-web rust-web-src rust-web-clippy rustfmt-web
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	flex bison bc libelf-dev libssl-dev cpio kmod xz-utils make gcc
-	busybox-static e2fsprogs python3 rsync
+	busybox-static e2fsprogs python3 rsync gnuplot-nox
 )
 BPO_PKGS=(qemu-system-x86 qemu-system-arm)
 # arm64 guests: cross compiler and static libc for the test binaries.

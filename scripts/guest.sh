@@ -33,6 +33,7 @@ build khugepaged "$SELF/mm/khugepaged.c" "$SELF/mm/vm_util.c" "$SELF/mm/thp_sett
 build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c"
 build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c"
 build khugepaged_demo "$TOP/tools/testing/selftests/mm/khugepaged_demo.c"
+build khugepaged_bench "$TOP/tools/testing/selftests/mm/khugepaged_bench.c"
 
 # The Rust differential tester: one crate without dependencies, built with
 # Debian's rustc (its std for the guest's target) as a static binary.

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Tables, JSON, CSV and a ratio plot from `make bench` console logs.
+
+  bench.py OUTDIR ARCH=LOG...
+
+Per row: the median, min and max per implementation, the Rust/C ratio of
+the medians, and its spread (the ratio's range over the paired rounds).
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROWS = [
+    ("anon-empty0", "MADV_COLLAPSE anon, 0 empty PTEs"),
+    ("anon-empty256", "MADV_COLLAPSE anon, 256 empty PTEs"),
+    ("anon-empty511", "MADV_COLLAPSE anon, 511 empty PTEs"),
+    ("shmem", "MADV_COLLAPSE shmem (collapse_file + retract)"),
+    ("file", "MADV_COLLAPSE ext4 file (collapse_file + retract)"),
+    ("shmem-pte-mapped", "re-collapse PTE-mapped shmem THP"),
+    ("file-pte-mapped", "re-collapse PTE-mapped file THP"),
+    ("uprobe-heal", "uprobe removal until PMD-mapped"),
+    ("retract-1", "collapse + retract, 1 VMA"),
+    ("retract-16", "collapse + retract, 16 VMAs"),
+    ("retract-256", "collapse + retract, 256 VMAs"),
+    ("khugepaged-scan", "khugepaged CPU per 2 MiB collapsed"),
+]
+# Which implementation's code each row exercises beyond the common C.
+RUST_PART = {
+    "shmem-pte-mapped": "collapse_pte_mapped_thp",
+    "file-pte-mapped": "collapse_pte_mapped_thp",
+    "uprobe-heal": "collapse_pte_mapped_thp",
+}
+
+
+def parse(log):
+    data = {}
+    platform = "TCG"
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = re.search(r"@@BENCH row=(\S+) impl=(\S+) ns=(-?\d+) collapsed=(-?\d+)", line)
+            if m:
+                data.setdefault(m.group(1), {}).setdefault(m.group(2), []).append(int(m.group(3)))
+            m = re.search(r"booting \S+ under (\S+)", line)
+            if m:
+                platform = m.group(1).upper()
+    return data, platform
+
+
+def slope(points):
+    """Least-squares slope of ns over VMA count, in us per VMA."""
+    n = len(points)
+    if n < 2:
+        return None
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den / 1000 if den else None
+
+
+def main():
+    outdir, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
+    os.makedirs(outdir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    ok = True
+    summary = {}
+    for arch, log in pairs:
+        data, platform = parse(log)
+        rows = []
+        for row, what in ROWS:
+            c, r = data.get(row, {}).get("c", []), data.get(row, {}).get("rust", [])
+            if not c or not r:
+                rows.append({"row": row, "what": what, "missing": True})
+                continue
+            mc, mr = statistics.median(c), statistics.median(r)
+            pairs_ratio = [b / a for a, b in zip(c, r) if a > 0]
+            rows.append({
+                "row": row, "what": what, "n": min(len(c), len(r)),
+                "c_median_us": mc / 1000, "c_min_us": min(c) / 1000, "c_max_us": max(c) / 1000,
+                "rust_median_us": mr / 1000, "rust_min_us": min(r) / 1000,
+                "rust_max_us": max(r) / 1000,
+                "ratio": mr / mc if mc else None,
+                "ratio_min": min(pairs_ratio) if pairs_ratio else None,
+                "ratio_max": max(pairs_ratio) if pairs_ratio else None,
+                "rust_code": RUST_PART.get(row, "-"),
+            })
+        slopes = {}
+        for impl in ("c", "rust"):
+            pts = [(n, statistics.median(data[f"retract-{n}"][impl]))
+                   for n in (1, 16, 256) if impl in data.get(f"retract-{n}", {})]
+            slopes[impl] = slope(pts)
+        summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes}
+
+        print()
+        print(f"{arch} ({platform}{': emulated time, only the ratio means something' if platform == 'TCG' else ''}); "
+              "C and Rust alternating per round, medians in us")
+        print(f"{'row':<17} {'C median':>10} {'C min-max':>19} {'Rust median':>12} "
+              f"{'Rust min-max':>19} {'Rust/C':>7} {'paired range':>14}  Rust code")
+        for x in rows:
+            if x.get("missing"):
+                print(f"{x['row']:<17} (no result)")
+                ok = False
+                continue
+            print(f"{x['row']:<17} {x['c_median_us']:>10.1f} "
+                  f"{x['c_min_us']:>9.1f}-{x['c_max_us']:<9.1f} {x['rust_median_us']:>12.1f} "
+                  f"{x['rust_min_us']:>9.1f}-{x['rust_max_us']:<9.1f} {x['ratio']:>7.3f} "
+                  f"{x['ratio_min']:>6.2f}-{x['ratio_max']:<6.2f}  {x['rust_code']}")
+        s = slopes
+        if s.get("c") is not None and s.get("rust") is not None:
+            print(f"retract slope (collapse + retract time per extra VMA): C {s['c']:.2f} us/VMA, "
+                  f"Rust {s['rust']:.2f} us/VMA")
+
+        base = os.path.join(outdir, f"bench-{arch}-{stamp}")
+        with open(base + ".csv", "w", newline="") as f:
+            keys = ["row", "n", "c_median_us", "c_min_us", "c_max_us", "rust_median_us",
+                    "rust_min_us", "rust_max_us", "ratio", "ratio_min", "ratio_max", "rust_code"]
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            for x in rows:
+                if not x.get("missing"):
+                    w.writerow(x)
+        dat = base + ".dat"
+        with open(dat, "w") as f:
+            for i, x in enumerate(r for r in rows if not r.get("missing")):
+                f.write(f"{i} {x['row']} {x['ratio']:.4f} {x['ratio_min']:.4f} {x['ratio_max']:.4f}\n")
+        if shutil.which("gnuplot"):
+            script = f"""
+set terminal pngcairo size 1000,520 noenhanced
+set output '{base}.png'
+set title 'khugepaged-rs: Rust/C time ratio per row ({arch}, {platform})'
+set ylabel 'Rust / C (median; bars: paired min-max)'
+set xtics rotate by -35
+set grid ytics
+set yrange [0:*]
+set style fill solid 0.5
+set boxwidth 0.6
+plot '{dat}' using 1:3:xtic(2) with boxes title 'ratio', \\
+     '' using 1:3:4:5 with yerrorbars lc rgb 'black' pt 0 title '', \\
+     1 with lines lc rgb 'red' dt 2 title 'C'
+"""
+            r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+            if r.returncode == 0:
+                print(f"plot: {base}.png")
+            else:
+                print(f"gnuplot failed: {r.stderr.strip()[:200]}")
+        print(f"data: {base}.csv, {outdir}/bench-{stamp}.json")
+    with open(os.path.join(outdir, f"bench-{stamp}.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    shutil.copy(os.path.join(outdir, f"bench-{stamp}.json"), os.path.join(outdir, "bench-latest.json"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

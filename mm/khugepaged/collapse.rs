@@ -99,6 +99,8 @@ fn set_huge_pmd(
 fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: bindings::pte_t) -> *mut bindings::page {
     // SAFETY: the VMA is valid and `ptent` a value read from its table.
     let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) };
+    // Without ZONE_DEVICE there are no zone-device pages to warn about.
+    #[cfg(CONFIG_ZONE_DEVICE)]
     // SAFETY: `page` is NULL or a valid page.
     if unsafe { bindings::khugepaged_warn_zone_device(page) } {
         return core::ptr::null_mut();
@@ -119,14 +121,13 @@ fn mismatch(page: *mut bindings::page) -> ScanResult {
     }
 }
 
-/// `pte_none()` and `pte_present()` of an entry value.
+/// `pte_none()` and `pte_present()` of an entry value, in one call.
 fn pte_state(ptent: bindings::pte_t) -> (bool, bool) {
-    // SAFETY: these only look at the value.
-    unsafe {
-        (
-            bindings::pte_none(ptent) != 0,
-            bindings::pte_present(ptent) != 0,
-        )
+    // SAFETY: this only looks at the value.
+    match unsafe { bindings::khugepaged_pte_state(ptent) } {
+        0 => (true, false),
+        1 => (false, true),
+        _ => (false, false),
     }
 }
 

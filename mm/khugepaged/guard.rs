@@ -226,8 +226,16 @@ impl<'a> LockedFolio<'a> {
         if n >= self.nr {
             return core::ptr::null_mut();
         }
+        // The pages of a folio are contiguous in the memmap unless it is
+        // split in sections (SPARSEMEM without VMEMMAP): nth_page().
+        #[cfg(any(not(CONFIG_SPARSEMEM), CONFIG_SPARSEMEM_VMEMMAP))]
+        // SAFETY: a `struct folio` overlays its first `struct page`
+        // (`&folio->page`, mm_types.h), `n` is within the folio, and its
+        // `struct page`s are contiguous in this configuration.
+        return unsafe { self.as_ptr().cast::<bindings::page>().add(n) };
+        #[cfg(all(CONFIG_SPARSEMEM, not(CONFIG_SPARSEMEM_VMEMMAP)))]
         // SAFETY: `n` is within the folio.
-        unsafe { bindings::folio_page(self.as_ptr(), n as c_ulong) }
+        return unsafe { bindings::folio_page(self.as_ptr(), n as c_ulong) };
     }
 
     /// Takes one more reference for a new mapping of the folio.

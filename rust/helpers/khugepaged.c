@@ -184,6 +184,14 @@ pte_t rust_helper_ptep_get(pte_t *ptep)
 	return ptep_get(ptep);
 }
 
+/* One call instead of two on the collapse loops' hot path. */
+int rust_helper_khugepaged_pte_state(pte_t pte)
+{
+	if (pte_none(pte))
+		return 0;
+	return pte_present(pte) ? 1 : 2;
+}
+
 int rust_helper_pte_none(pte_t pte)
 {
 	return pte_none(pte);

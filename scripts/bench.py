@@ -136,6 +136,7 @@ set output '{base}.png'
 set title 'khugepaged-rs: Rust/C time ratio per row ({arch}, {platform})'
 set ylabel 'Rust / C (median; bars: paired min-max)'
 set xtics rotate by -35
+set bmargin 8
 set grid ytics
 set yrange [0:*]
 set style fill solid 0.5

@@ -10,7 +10,7 @@ STEP=check
 fail=0
 cd "$TOP"
 mapfile -t RS < <(git ls-files '*.rs' 2>/dev/null || find mm rust -name '*.rs')
-mapfile -t CS < <(git ls-files 'rust/*.c' 'mm/*.c' 'tools/*.c' 2>/dev/null || find rust mm tools -name '*.c')
+mapfile -t CS < <(git ls-files 'rust/*.c' 'mm/*.c' 'tools/*.[ch]' 2>/dev/null || find rust mm tools -name '*.[ch]')
 
 if /usr/bin/rustfmt --edition 2021 --config-path "$SRC/.rustfmt.toml" --check "${RS[@]}" >/dev/null 2>&1; then
 	say "rustfmt: clean (${#RS[@]} files)"

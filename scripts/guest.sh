@@ -20,20 +20,22 @@ if ! [ -f "$BUILD/.khugepaged-rs-headers" ] || [ "$BUILD/.khugepaged-rs-headers"
 	touch "$BUILD/.khugepaged-rs-headers"
 fi
 
-build() { # OUT SOURCES...
+build() { # OUT SOURCES-AND-HEADERS...
 	local out=$GUEST/bin/$1; shift
 	local newest
 	newest=$(ls -t "$@" | head -1)
 	if ! [ -x "$out" ] || [ "$newest" -nt "$out" ]; then
 		say "cc ${out##*/}"
-		$CC "${CFLAGS[@]}" -o "$out" "$@" || die "building ${out##*/} failed"
+		local srcs=()
+		for f in "$@"; do [[ $f == *.c ]] && srcs+=("$f"); done
+		$CC "${CFLAGS[@]}" -o "$out" "${srcs[@]}" || die "building ${out##*/} failed"
 	fi
 }
 build khugepaged "$SELF/mm/khugepaged.c" "$SELF/mm/vm_util.c" "$SELF/mm/thp_settings.c"
-build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c"
-build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c"
-build khugepaged_demo "$TOP/tools/testing/selftests/mm/khugepaged_demo.c"
-build khugepaged_bench "$TOP/tools/testing/selftests/mm/khugepaged_bench.c"
+build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c" "$SELF/mm/khugepaged_util.h"
+build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c" "$SELF/mm/khugepaged_util.h"
+build khugepaged_demo "$SELF/mm/khugepaged_demo.c" "$SELF/mm/khugepaged_util.h"
+build khugepaged_bench "$SELF/mm/khugepaged_bench.c" "$SELF/mm/khugepaged_util.h"
 
 # The Rust differential tester: one crate without dependencies, built with
 # Debian's rustc (its std for the guest's target) as a static binary.

@@ -290,6 +290,20 @@ fn pmd_aligned(addr: c_ulong) -> bool {
     addr & !bindings::RUST_HPAGE_PMD_MASK == 0
 }
 
+/// `ptep_get()` of entry `i` of a PMD range's PTEs, or `None` past it.
+///
+/// # Safety
+///
+/// `ptes` must point to [`HPAGE_PMD_NR`] mapped PTEs.
+#[inline]
+unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings::pte_t> {
+    if i >= HPAGE_PMD_NR {
+        return None;
+    }
+    // SAFETY: `i` is within the mapped entries (safety requirements).
+    Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) })
+}
+
 /// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock
 /// held.
 ///
@@ -338,11 +352,8 @@ impl<'a> PteMapLock<'a> {
     /// Reads entry `i`, or `None` past the PMD range.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<bindings::pte_t> {
-        if i >= HPAGE_PMD_NR {
-            return None;
-        }
-        // SAFETY: `i` is within the mapped entries (type invariant).
-        Some(unsafe { bindings::ptep_get(self.ptes.as_ptr().add(i)) })
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
     }
 }
 
@@ -428,11 +439,8 @@ impl<'a> PteMap<'a> {
     /// Reads entry `i`, or `None` past the PMD range.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<bindings::pte_t> {
-        if i >= HPAGE_PMD_NR {
-            return None;
-        }
-        // SAFETY: `i` is within the mapped entries (type invariant).
-        Some(unsafe { bindings::ptep_get(self.ptes.as_ptr().add(i)) })
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
     }
 
     /// Clears entry `i`, mapping `addr`, with `ptep_clear()`; the TLB

@@ -21,17 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-#define PMD_SIZE	(2UL << 20)
-#define PAGE		4096UL
-#define THP		"/sys/kernel/mm/transparent_hugepage/"
-#define KHUGEPAGED	THP "khugepaged/"
-#define TRACEFS		"/sys/kernel/tracing/"
+#include "khugepaged_util.h"
 
-/* Reads of memory to fault it in go here, so they are not optimised out. */
-char sink;
+#define PAGE		KH_PAGE
+#define THP		THP_SYSFS
+#define KHUGEPAGED	KHUGEPAGED_SYSFS
 
 static const char *dir;
 static const char *impl;
@@ -45,80 +39,11 @@ static long long now_ns(void)
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-static int write_str(const char *path, const char *s, int append)
-{
-	int fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC));
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, s, strlen(s));
-	close(fd);
-	return n == (ssize_t)strlen(s) ? 0 : -1;
-}
-
-static long read_num(const char *path)
-{
-	char buf[64] = "";
-	int fd = open(path, O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) < 0)
-		buf[0] = 0;
-	close(fd);
-	return atol(buf);
-}
-
-static long smaps_field(void *addr, const char *name)
-{
-	unsigned long start, end, a = (unsigned long)addr;
-	char line[256];
-	long val = -1;
-	int in = 0;
-	FILE *f = fopen("/proc/self/smaps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
-			in = a >= start && a < end;
-			continue;
-		}
-		if (in && !strncmp(line, name, strlen(name))) {
-			val = atol(line + strlen(name));
-			break;
-		}
-	}
-	fclose(f);
-	return val;
-}
-
 static void report(const char *row, long long ns, long collapsed)
 {
 	if (!quiet)
 		printf("@@BENCH row=%s impl=%s ns=%lld collapsed=%ld\n", row,
 		       impl, ns, collapsed);
-}
-
-static char *aligned_map(size_t len, int prot, int flags, int fd)
-{
-	char *p = mmap(NULL, len + PMD_SIZE, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
-
-	if (p == MAP_FAILED)
-		return NULL;
-	munmap(p, len + PMD_SIZE);
-	p = mmap(a, len, prot, flags | MAP_FIXED, fd, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void touch(char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i += PAGE)
-		sink += p[i];
 }
 
 /* Timed MADV_COLLAPSE of [p, p + len); -1 if it did not collapse. */
@@ -260,7 +185,7 @@ static void bench_uprobe(void)
 	t0 = now_ns();
 	write_str(en, "0", 0);
 	write_str(TRACEFS "uprobe_events", "-:khugepaged_bench/heal\n", 1);
-	sink += p[PAGE];
+	touch(p + PAGE, 1);
 	t1 = now_ns();
 	if (smaps_field(p, "FilePmdMapped:") == 2048)
 		report("uprobe-heal", t1 - t0, 0);

@@ -21,44 +21,9 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
-
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-
-/* Reads of memory to fault it in go here, so they are not optimised out. */
-char sink;
-
-#define PMD_SIZE	(2UL << 20)
-#define KHUGEPAGED_SYSFS "/sys/kernel/mm/transparent_hugepage/khugepaged/"
+#include "khugepaged_util.h"
 
 static const char *file_dir;
-
-/* Value in kB of smaps field @name for the VMA containing @addr, or -1. */
-static long smaps_field(void *addr, const char *name)
-{
-	unsigned long start, end, a = (unsigned long)addr;
-	char line[256];
-	long val = -1;
-	bool in = false;
-	FILE *f = fopen("/proc/self/smaps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
-			in = a >= start && a < end;
-			continue;
-		}
-		if (in && !strncmp(line, name, strlen(name))) {
-			val = atol(line + strlen(name));
-			break;
-		}
-	}
-	fclose(f);
-	return val;
-}
 
 /* Value in kB of /proc/self/status field @name (the mm's rss counters). */
 static long status_field(const char *name)
@@ -109,20 +74,10 @@ static long impl_calls(char *impl, size_t len)
 	return calls;
 }
 
-/* A PMD-aligned, PMD_SIZE * @nr reservation. */
+/* A PMD-aligned address with PMD_SIZE * @nr free bytes. */
 static char *aligned_area(size_t nr)
 {
-	size_t len = (nr + 1) * PMD_SIZE;
-	char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a;
-
-	if (p == MAP_FAILED)
-		return NULL;
-	a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
-	if (a > p)
-		munmap(p, a - p);
-	munmap(a + nr * PMD_SIZE, p + len - (a + nr * PMD_SIZE));
-	return a;
+	return aligned_hole(nr * PMD_SIZE);
 }
 
 static void fill(char *p, size_t len, unsigned int seed)
@@ -151,8 +106,7 @@ static int split_pmd(char *p, int prot)
 
 	if (mprotect(p + 4096, 4096, other))
 		return -1;
-	for (size_t i = 0; i < PMD_SIZE; i += 4096)
-		sink += p[i];
+	touch(p, PMD_SIZE);
 	return mprotect(p + 4096, 4096, prot);
 }
 
@@ -208,8 +162,7 @@ static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 	if (fill_first)
 		fill(p, PMD_SIZE, seed);
 	else
-		for (size_t i = 0; i < PMD_SIZE; i += 4096)
-			sink += p[i];
+		touch(p, PMD_SIZE);
 	ASSERT_EQ(0, smaps_field(p, field));
 
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
@@ -447,8 +400,7 @@ static long cow_extent_run(struct __test_metadata *_metadata, int fd,
 
 	ASSERT_NE(NULL, p);
 	ASSERT_EQ(p, mmap(p, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0));
-	for (size_t i = 0; i < len; i += 4096)
-		sink += p[i];
+	touch(p, len);
 	ASSERT_EQ(0, madvise(p, len, MADV_HUGEPAGE));
 	ASSERT_EQ(0, madvise(p, len, MADV_COLLAPSE));
 	ASSERT_EQ(NR_EXT * 2048, smaps_field(p, field));

@@ -18,56 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-/* Reads of memory to fault it in go here, so they are not optimised out. */
-char sink;
-
-#define PMD_SIZE (2UL << 20)
-
-static long smaps_field(void *addr, const char *name)
-{
-	unsigned long start, end, a = (unsigned long)addr;
-	char line[256];
-	long val = -1;
-	int in = 0;
-	FILE *f = fopen("/proc/self/smaps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
-			in = a >= start && a < end;
-			continue;
-		}
-		if (in && !strncmp(line, name, strlen(name))) {
-			val = atol(line + strlen(name));
-			break;
-		}
-	}
-	fclose(f);
-	return val;
-}
-
-static char *aligned_map(int prot, int flags, int fd)
-{
-	char *p = mmap(NULL, 2 * PMD_SIZE, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
-
-	if (p == MAP_FAILED)
-		return NULL;
-	munmap(p, 2 * PMD_SIZE);
-	p = mmap(a, PMD_SIZE, prot, flags | MAP_FIXED, fd, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
+#include "khugepaged_util.h"
 
 static const char *impl;
 static int quiet;
 
-#define IMPL_KNOB "/sys/kernel/mm/transparent_hugepage/khugepaged/impl"
+#define IMPL_KNOB KHUGEPAGED_SYSFS "impl"
 
 static int select_impl(const char *name)
 {
@@ -88,14 +44,12 @@ static void one(const char *mem, const char *field, char *p, int recollapse,
 	int ret;
 
 	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
-	for (size_t i = 0; i < PMD_SIZE; i += 4096)
-		sink += p[i];
+	touch(p, PMD_SIZE);
 	if (recollapse) {
 		/* Collapse, then split the PMD: a PTE-mapped THP. */
 		madvise(p, PMD_SIZE, MADV_COLLAPSE);
 		mprotect(p + 4096, 4096, PROT_READ);
-		for (size_t i = 0; i < PMD_SIZE; i += 4096)
-			sink += p[i];
+		touch(p, PMD_SIZE);
 		mprotect(p + 4096, 4096, prot);
 	}
 	before = smaps_field(p, field);
@@ -112,12 +66,12 @@ static void one(const char *mem, const char *field, char *p, int recollapse,
 	       (t1.tv_sec - t0.tv_sec) * 1000000000LL + t1.tv_nsec - t0.tv_nsec);
 }
 
-static void round(const char *dir, char *buf, int r)
+static void demo_round(const char *dir, char *buf, int r)
 {
 	char path[4096], *p;
 	int fd;
 
-	p = aligned_map(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 	madvise(p, PMD_SIZE, MADV_NOHUGEPAGE);
 	memset(p, 1, PMD_SIZE);
 	one("anon", "AnonHugePages:", p, 0, PROT_READ | PROT_WRITE);
@@ -127,7 +81,7 @@ static void round(const char *dir, char *buf, int r)
 		fd = memfd_create("demo", 0);
 		if (ftruncate(fd, PMD_SIZE))
 			return;
-		p = aligned_map(PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+		p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
 		memset(p, 2, PMD_SIZE);
 		one(re ? "shmem-pte-mapped" : "shmem", "ShmemPmdMapped:", p, re,
 		    PROT_READ | PROT_WRITE);
@@ -143,7 +97,7 @@ static void round(const char *dir, char *buf, int r)
 		close(fd);
 		fd = open(path, O_RDONLY);
 		posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
-		p = aligned_map(PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
+		p = aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
 		one(re ? "file-pte-mapped" : "file", "FilePmdMapped:", p, re,
 		    PROT_READ | PROT_EXEC);
 		munmap(p, PMD_SIZE);
@@ -170,7 +124,7 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			quiet = r < 0;	/* warm-up */
-			round(dir, buf, r + 1);
+			demo_round(dir, buf, r + 1);
 		}
 	}
 	return 0;

@@ -25,18 +25,9 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "khugepaged_util.h"
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-
-#define PMD_SIZE	(2UL << 20)
 #define PROBE_OFF	0x1000UL
-#define TRACEFS		"/sys/kernel/tracing/"
-#define KHUGEPAGED_SYSFS "/sys/kernel/mm/transparent_hugepage/khugepaged/"
-
-/* Reads of memory to fault it in go here, so they are not optimised out. */
-char sink;
 
 #if defined(__x86_64__)
 static const uint8_t ret_insn[] = { 0xc3 };			/* ret */
@@ -45,43 +36,6 @@ static const uint8_t ret_insn[] = { 0xc0, 0x03, 0x5f, 0xd6 };	/* ret */
 #else
 #error "add the return instruction of this architecture"
 #endif
-
-static long smaps_field(void *addr, const char *name)
-{
-	unsigned long start, end, a = (unsigned long)addr;
-	char line[256];
-	long val = -1;
-	bool in = false;
-	FILE *f = fopen("/proc/self/smaps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
-			in = a >= start && a < end;
-			continue;
-		}
-		if (in && !strncmp(line, name, strlen(name))) {
-			val = atol(line + strlen(name));
-			break;
-		}
-	}
-	fclose(f);
-	return val;
-}
-
-static int write_str(const char *path, const char *s, bool append)
-{
-	int fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC));
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = write(fd, s, strlen(s));
-	close(fd);
-	return n == (ssize_t)strlen(s) ? 0 : -EIO;
-}
 
 /* Hits of uprobe @event, from uprobe_profile; -1 if it is not listed. */
 static long probe_hits(const char *event)
@@ -121,23 +75,7 @@ static long pte_mapped_calls(void)
 
 static char *map_aligned(int fd)
 {
-	char *p = mmap(NULL, 2 * PMD_SIZE, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *a;
-
-	if (p == MAP_FAILED)
-		return NULL;
-	a = (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
-	munmap(p, 2 * PMD_SIZE);
-	p = mmap(a, PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED,
-		 fd, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void touch(const char *p)
-{
-	for (size_t i = 0; i < PMD_SIZE; i += 4096)
-		sink += p[i];
+	return aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
 }
 
 typedef void (*probe_fn)(void);
@@ -219,7 +157,7 @@ FIXTURE_SETUP(uprobe)
 	posix_fadvise(self->fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
 	self->p = map_aligned(self->fd);
 	ASSERT_NE(NULL, self->p);
-	touch(self->p);
+	touch(self->p, PMD_SIZE);
 	ASSERT_EQ(0, madvise(self->p, PMD_SIZE, MADV_HUGEPAGE));
 	ASSERT_EQ(0, madvise(self->p, PMD_SIZE, MADV_COLLAPSE));
 	ASSERT_EQ(2048, smaps_field(self->p, variant->field));
@@ -258,7 +196,7 @@ TEST_F(uprobe, removal_heals_pmd)
 			char *q = map_aligned(self->fd);
 			int ok;
 
-			touch(q);
+			touch(q, PMD_SIZE);
 			ok = smaps_field(q, variant->field) == 2048;
 			c = ok;
 			write(done[1], &c, 1);
@@ -268,7 +206,7 @@ TEST_F(uprobe, removal_heals_pmd)
 			c = ok;
 			write(done[1], &c, 1);
 			read(go[0], &c, 1);	/* probe removed */
-			touch(q);
+			touch(q, PMD_SIZE);
 			ok = smaps_field(q, variant->field) == 2048 &&
 			     !memcmp(q + PROBE_OFF, ret_insn, sizeof(ret_insn));
 			_exit(ok ? 0 : 1);
@@ -306,7 +244,7 @@ TEST_F(uprobe, removal_heals_pmd)
 	ASSERT_EQ(0, write_str(TRACEFS "uprobe_events", cmd, true));
 	EXPECT_GE(pte_mapped_calls(), calls + variant->procs);
 	EXPECT_EQ(0, memcmp(self->p + PROBE_OFF, ret_insn, sizeof(ret_insn)));
-	touch(self->p);
+	touch(self->p, PMD_SIZE);
 	EXPECT_EQ(2048, smaps_field(self->p, variant->field));
 	call_probe(self->p);
 

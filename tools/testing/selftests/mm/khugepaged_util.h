@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers shared by the khugepaged-rs selftests, demo and benchmark:
+ * smaps and sysfs access, 2 MiB aligned mappings, faulting ranges in.
+ */
+#ifndef KHUGEPAGED_UTIL_H
+#define KHUGEPAGED_UTIL_H
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PMD_SIZE	(2UL << 20)
+#define KH_PAGE		4096UL
+#define THP_SYSFS	"/sys/kernel/mm/transparent_hugepage/"
+#define KHUGEPAGED_SYSFS THP_SYSFS "khugepaged/"
+#define TRACEFS		"/sys/kernel/tracing/"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE	25
+#endif
+
+/* Value in kB of smaps field @name for the VMA containing @addr, or -1. */
+static inline long smaps_field(void *addr, const char *name)
+{
+	unsigned long start, end, a = (unsigned long)addr;
+	char line[256];
+	long val = -1;
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (in && !strncmp(line, name, strlen(name))) {
+			val = atol(line + strlen(name));
+			break;
+		}
+	}
+	fclose(f);
+	return val;
+}
+
+/* Writes @s to @path (appending if @append); 0 or -1. */
+static inline int write_str(const char *path, const char *s, bool append)
+{
+	int fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC));
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, s, strlen(s));
+	close(fd);
+	return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+/* The number at the start of @path, or -1. */
+static inline long read_num(const char *path)
+{
+	char buf[64] = "";
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? atol(buf) : -1;
+}
+
+/* A PMD-aligned address with @len bytes free after it, or NULL. */
+static inline char *aligned_hole(size_t len)
+{
+	char *p = mmap(NULL, len + PMD_SIZE, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	munmap(p, len + PMD_SIZE);
+	return (char *)(((uintptr_t)p + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
+}
+
+/* mmap() of @len bytes at a PMD-aligned address, or NULL. */
+static inline char *aligned_map(size_t len, int prot, int flags, int fd)
+{
+	char *a = aligned_hole(len), *p;
+
+	if (!a)
+		return NULL;
+	p = mmap(a, len, prot, flags | MAP_FIXED, fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Reads one byte of every page of [p, p + len), faulting it in. */
+static inline void touch(const char *p, size_t len)
+{
+	char s = 0;
+
+	for (size_t i = 0; i < len; i += KH_PAGE)
+		s += p[i];
+	__asm__ __volatile__("" : : "r"(s) : "memory");
+}
+
+#endif /* KHUGEPAGED_UTIL_H */

@@ -300,8 +300,16 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings:
     if i >= HPAGE_PMD_NR {
         return None;
     }
+    // x86 uses the generic ptep_get(), READ_ONCE(*ptep): a volatile read
+    // saves an out-of-line call per PTE. Elsewhere (arm64's contpte, ...)
+    // the arch's ptep_get() is called.
+    #[cfg(CONFIG_X86)]
+    // SAFETY: `i` is within the mapped entries (safety requirements), which
+    // are aligned `pte_t`s.
+    return Some(unsafe { core::ptr::read_volatile(ptes.as_ptr().add(i)) });
+    #[cfg(not(CONFIG_X86))]
     // SAFETY: `i` is within the mapped entries (safety requirements).
-    Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) })
+    return Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) });
 }
 
 /// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock

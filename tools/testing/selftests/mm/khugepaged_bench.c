@@ -76,26 +76,17 @@ static void bench_anon(int empty)
 	munmap(p, PMD_SIZE);
 }
 
-/* A file of @len bytes in @where, reopened read-only, cache dropped. */
-static int make_file(const char *where, size_t len)
+/* The read-only fd of a new file @path of @len bytes (see ro_file()). */
+static int make_file(const char *path, size_t len, bool keep)
 {
-	char path[4096], *buf = malloc(len);
+	char *buf = malloc(len);
 	int fd;
 
 	if (!buf)
 		return -1;
-	snprintf(path, sizeof(path), "%s/bench.%d", where, getpid());
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0755);
 	memset(buf, 0xc3, len);
-	if (fd < 0 || write(fd, buf, len) != (ssize_t)len || fsync(fd)) {
-		free(buf);
-		return -1;
-	}
+	fd = ro_file(path, buf, len, keep);
 	free(buf);
-	close(fd);
-	fd = open(path, O_RDONLY);
-	unlink(path);
-	posix_fadvise(fd, 0, len, POSIX_FADV_DONTNEED);
 	return fd;
 }
 
@@ -110,7 +101,12 @@ static void bench_shared(const char *mem)
 	long long ns;
 
 	if (is_file) {
-		fd = dir ? make_file(dir, PMD_SIZE) : -1;
+		char path[4096];
+
+		if (!dir)
+			return;
+		snprintf(path, sizeof(path), "%s/bench.%d", dir, getpid());
+		fd = make_file(path, PMD_SIZE, false);
 	} else {
 		fd = memfd_create("bench", 0);
 		if (fd >= 0 && ftruncate(fd, PMD_SIZE))
@@ -157,20 +153,10 @@ static void bench_uprobe(void)
 	if (!dir || access(TRACEFS "uprobe_events", W_OK))
 		return;
 	snprintf(path, sizeof(path), "%s/uprobe-text.%d", dir, getpid());
-	{
-		char *buf = malloc(PMD_SIZE);
-
-		fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0755);
-		if (!buf || fd < 0)
-			return;
-		memset(buf, 0xc3, PMD_SIZE);
-		if (write(fd, buf, PMD_SIZE) != (ssize_t)PMD_SIZE || fsync(fd))
-			return;
-		free(buf);
-		close(fd);
-	}
-	fd = open(path, O_RDONLY);
-	posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+	/* Kept until the end: the uprobe names the file by its path. */
+	fd = make_file(path, PMD_SIZE, true);
+	if (fd < 0)
+		return;
 	p = aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
 	if (!p)
 		goto out;

@@ -215,20 +215,13 @@ static int make_file(struct __test_metadata *_metadata, size_t len,
 	char *buf = malloc(len);
 	int fd;
 
+	if (!buf)
+		return -1;
 	snprintf(path, sizeof(path), "%s/khugepaged_collapse.%d.%u", file_dir,
 		 getpid(), seed);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || !buf)
-		return -1;
 	fill(buf, len, seed);
-	if (write(fd, buf, len) != (ssize_t)len || fsync(fd))
-		return -1;
+	fd = ro_file(path, buf, len, false);
 	free(buf);
-	close(fd);
-	fd = open(path, O_RDONLY);
-	unlink(path);
-	/* Drop the page cache, so that collapse finds small folios. */
-	posix_fadvise(fd, 0, len, POSIX_FADV_DONTNEED);
 	return fd;
 }
 
@@ -291,34 +284,7 @@ TEST(file_cow_kept)
  */
 #define NR_EXT 3
 
-static int read_knob(const char *name)
-{
-	char path[256], buf[64] = "";
-	FILE *f;
-
-	snprintf(path, sizeof(path), KHUGEPAGED_SYSFS "%s", name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	return atoi(buf);
-}
-
-static int write_knob(const char *name, const char *val)
-{
-	char path[256];
-	FILE *f;
-	int ret;
-
-	snprintf(path, sizeof(path), KHUGEPAGED_SYSFS "%s", name);
-	f = fopen(path, "w");
-	if (!f)
-		return -1;
-	ret = fputs(val, f) < 0;
-	return fclose(f) || ret ? -1 : 0;
-}
+#define SKIP_COW_KNOB KHUGEPAGED_SYSFS "skip_cow_extents"
 
 FIXTURE(cow_extent)
 {
@@ -362,24 +328,16 @@ FIXTURE_SETUP(cow_extent)
 	char path[4096];
 	size_t len = NR_EXT * PMD_SIZE;
 	char *buf = malloc(len);
-	int fd;
 
 	self->fd = -1;
 	if (!dir || !*dir)
 		SKIP(return, "%s not set", variant->dir_env);
 	ASSERT_NE(NULL, buf);
 	snprintf(path, sizeof(path), "%s/cow_extent.%d", dir, getpid());
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	ASSERT_GE(fd, 0);
 	fill(buf, len, 6);
-	ASSERT_EQ((ssize_t)len, write(fd, buf, len));
-	ASSERT_EQ(0, fsync(fd));
-	close(fd);
+	self->fd = ro_file(path, buf, len, false);
 	free(buf);
-	self->fd = open(path, O_RDONLY);
-	unlink(path);
 	ASSERT_GE(self->fd, 0);
-	posix_fadvise(self->fd, 0, len, POSIX_FADV_DONTNEED);
 }
 
 FIXTURE_TEARDOWN(cow_extent)
@@ -430,7 +388,7 @@ static long cow_extent_run(struct __test_metadata *_metadata, int fd,
 
 TEST_F(cow_extent, collapse_goes_past_cowed_extent)
 {
-	int cow = variant->cow, skip = read_knob("skip_cow_extents");
+	int cow = variant->cow, skip = read_num(SKIP_COW_KNOB);
 	char impl[32];
 	long huge;
 
@@ -451,9 +409,9 @@ TEST_F(cow_extent, collapse_goes_past_cowed_extent)
 
 	/* C with the fix enabled behaves as Rust. */
 	if (!strcmp(impl, "c") && !skip) {
-		ASSERT_EQ(0, write_knob("skip_cow_extents", "1"));
+		ASSERT_EQ(0, write_str(SKIP_COW_KNOB, "1", false));
 		huge = cow_extent_run(_metadata, self->fd, variant->field, cow);
-		write_knob("skip_cow_extents", "0");
+		write_str(SKIP_COW_KNOB, "0", false);
 		EXPECT_EQ((NR_EXT - 1) * 2048, huge);
 	}
 }

@@ -23,19 +23,6 @@
 static const char *impl;
 static int quiet;
 
-#define IMPL_KNOB KHUGEPAGED_SYSFS "impl"
-
-static int select_impl(const char *name)
-{
-	FILE *f = fopen(IMPL_KNOB, "w");
-	int ret;
-
-	if (!f)
-		return -1;
-	ret = fputs(name, f) < 0;
-	return fclose(f) || ret ? -1 : 0;
-}
-
 static void one(const char *mem, const char *field, char *p, int recollapse,
 		int prot)
 {
@@ -91,18 +78,14 @@ static void demo_round(const char *dir, char *buf, int r)
 		if (!dir)
 			continue;
 		snprintf(path, sizeof(path), "%s/demo.%d.%d", dir, r, re);
-		fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-		if (write(fd, buf, PMD_SIZE) != (ssize_t)PMD_SIZE || fsync(fd))
+		fd = ro_file(path, buf, PMD_SIZE, false);
+		if (fd < 0)
 			return;
-		close(fd);
-		fd = open(path, O_RDONLY);
-		posix_fadvise(fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
 		p = aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
 		one(re ? "file-pte-mapped" : "file", "FilePmdMapped:", p, re,
 		    PROT_READ | PROT_EXEC);
 		munmap(p, PMD_SIZE);
 		close(fd);
-		unlink(path);
 	}
 }
 
@@ -119,7 +102,7 @@ int main(int argc, char **argv)
 	for (int r = -1; r < runs; r++) {
 		for (int i = 0; i < 2; i++) {
 			impl = impls[i];
-			if (select_impl(impl)) {
+			if (write_str(KHUGEPAGED_SYSFS "impl", impl, false)) {
 				printf("# cannot select %s\n", impl);
 				return 1;
 			}

@@ -127,7 +127,6 @@ FIXTURE_SETUP(uprobe)
 {
 	const char *dir = getenv(variant->dir_env);
 	uint8_t *buf;
-	int fd;
 
 	self->fd = -1;
 	self->p = NULL;
@@ -144,17 +143,10 @@ FIXTURE_SETUP(uprobe)
 	ASSERT_NE(NULL, buf);
 	for (size_t i = 0; i < PMD_SIZE; i += sizeof(ret_insn))
 		memcpy(buf + i, ret_insn, sizeof(ret_insn));
-	fd = open(self->path, O_RDWR | O_CREAT | O_TRUNC, 0755);
-	ASSERT_GE(fd, 0);
-	ASSERT_EQ((ssize_t)PMD_SIZE, write(fd, buf, PMD_SIZE));
-	ASSERT_EQ(0, fsync(fd));
-	close(fd);
+	/* Kept: the uprobe names the file by its path. */
+	self->fd = ro_file(self->path, buf, PMD_SIZE, true);
 	free(buf);
-
-	/* No writer may remain for READ_ONLY_THP_FOR_FS. */
-	self->fd = open(self->path, O_RDONLY);
 	ASSERT_GE(self->fd, 0);
-	posix_fadvise(self->fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
 	self->p = map_aligned(self->fd);
 	ASSERT_NE(NULL, self->p);
 	touch(self->p, PMD_SIZE);

@@ -78,6 +78,30 @@ static inline long read_num(const char *path)
 	return n > 0 ? atol(buf) : -1;
 }
 
+/*
+ * Writes @len bytes of @buf to a new file @path, then reopens it read-only
+ * (READ_ONLY_THP_FOR_FS wants no writer) with its page cache dropped, so
+ * that a collapse finds small folios. @path is unlinked unless @keep.
+ * Returns the read-only fd, or -1.
+ */
+static inline int ro_file(const char *path, const void *buf, size_t len,
+			  bool keep)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0755);
+	bool ok;
+
+	if (fd < 0)
+		return -1;
+	ok = write(fd, buf, len) == (ssize_t)len && !fsync(fd);
+	close(fd);
+	fd = ok ? open(path, O_RDONLY) : -1;
+	if (!keep || fd < 0)
+		unlink(path);
+	if (fd >= 0)
+		posix_fadvise(fd, 0, len, POSIX_FADV_DONTNEED);
+	return fd;
+}
+
 /* A PMD-aligned address with @len bytes free after it, or NULL. */
 static inline char *aligned_hole(size_t len)
 {

@@ -280,21 +280,18 @@ pub(crate) fn collapse_pte_mapped_thp(
         // stops more PTEs of the folio being faulted in, but not write
         // faults CoWing anon copies from existing PTEs, nor swap-out or
         // migration of those.
-        let page = if present {
-            // SAFETY: the VMA is valid and `ptent` read under its lock.
-            unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) }
-        } else {
-            core::ptr::null_mut()
-        };
-        if !present || folio.page(i) != page {
+        //
+        // On abort, the guards release ptl (and pml), the mapping, the
+        // notifier range, then the folio, as C's abort path does.
+        if !present {
             abort_cleared(mmap, &folio, nr_ptes);
-            // Guards release: ptl (and pml), the mapping, the notifier
-            // range, then the folio, as C's abort path does.
-            return if present {
-                mismatch(page)
-            } else {
-                SCAN_PTE_NON_PRESENT
-            };
+            return SCAN_PTE_NON_PRESENT;
+        }
+        // SAFETY: the VMA is valid and `ptent` read under its lock.
+        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) };
+        if folio.page(i) != page {
+            abort_cleared(mmap, &folio, nr_ptes);
+            return mismatch(page);
         }
         // Must clear the entry, or a racing truncate may remove it again.
         // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem

@@ -112,11 +112,6 @@ void rust_helper_folio_ref_sub(struct folio *folio, int nr)
 	folio_ref_sub(folio, nr);
 }
 
-bool rust_helper_folio_test_locked(struct folio *folio)
-{
-	return folio_test_locked(folio);
-}
-
 int rust_helper_mm_counter_file(struct folio *folio)
 {
 	return mm_counter_file(folio);
@@ -190,16 +185,6 @@ int rust_helper_khugepaged_pte_state(pte_t pte)
 	if (pte_none(pte))
 		return 0;
 	return pte_present(pte) ? 1 : 2;
-}
-
-int rust_helper_pte_none(pte_t pte)
-{
-	return pte_none(pte);
-}
-
-int rust_helper_pte_present(pte_t pte)
-{
-	return pte_present(pte);
 }
 
 void rust_helper_pte_unmap(pte_t *pte)

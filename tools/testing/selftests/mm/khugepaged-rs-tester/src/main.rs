@@ -203,8 +203,17 @@ fn huge_kb(base: *mut u8, len: usize) -> i64 {
 }
 
 fn write_file(path: &str, s: &str) -> bool {
+    write_to(path, s, false)
+}
+
+fn write_append(path: &str, s: &str) -> bool {
+    write_to(path, s, true)
+}
+
+fn write_to(path: &str, s: &str, append: bool) -> bool {
     fs::OpenOptions::new()
         .write(true)
+        .append(append)
         .open(path)
         .and_then(|mut f| f.write_all(s.as_bytes()))
         .is_ok()
@@ -373,14 +382,6 @@ fn uprobe_cycle(ctx: &Ctx, r: &Region, page: usize) -> i64 {
     } else {
         -5
     }
-}
-
-fn write_append(path: &str, s: &str) -> bool {
-    fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(s.as_bytes()))
-        .is_ok()
 }
 
 /// Runs the sequence for `seed`; returns the record of every step.

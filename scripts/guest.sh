@@ -12,12 +12,22 @@ JOBS=${1:?usage: guest.sh JOBS_FILE}
 mkdir -p "$GUEST/bin"
 SELF=$SRC/tools/testing/selftests
 CC=${CROSS}gcc
-CFLAGS=(-static -O2 -g -Wall -isystem "$BUILD/usr/include" -I "$SELF" -I "$SELF/mm")
+# -static-pie, not -static: a static non-PIE binary's heap starts within
+# 1 GiB of its image (arch_randomize_brk), and can then sit where the
+# upstream khugepaged selftest maps its fixed BASE_ADDR (0x40000000), which
+# fails it at random ("Failed to allocate VMA"); a PIE's heap is far above.
+CFLAGS=(-static-pie -O2 -g -Wall -isystem "$BUILD/usr/include" -I "$SELF" -I "$SELF/mm")
 
 if ! [ -f "$BUILD/.khugepaged-rs-headers" ] || [ "$BUILD/.khugepaged-rs-headers" -ot "$BUILD/.config" ]; then
 	say "installing uapi headers"
 	"${KMAKE[@]}" -s headers_install >/dev/null
 	touch "$BUILD/.khugepaged-rs-headers"
+fi
+
+# Rebuild every binary when the flags change.
+if [ "$(cat "$GUEST/.cflags" 2>/dev/null)" != "${CFLAGS[*]}" ]; then
+	rm -f "$GUEST"/bin/*
+	echo "${CFLAGS[*]}" > "$GUEST/.cflags"
 fi
 
 build() { # OUT SOURCES-AND-HEADERS...

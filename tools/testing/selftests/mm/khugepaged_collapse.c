@@ -254,6 +254,8 @@ TEST(file_cow_kept)
 	ASSERT_GE(fd, 0);
 	ASSERT_NE(p, NULL);
 	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0));
+	/* Fault the file in first, as the other file cases do. */
+	touch(p, PMD_SIZE);
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
 	ASSERT_EQ(2048, smaps_field(p, "FilePmdMapped:"));

@@ -1,8 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Style gates: rustfmt, clippy (CLIPPY=1 build of the Rust khugepaged),
-# checkpatch --strict over patches/ and the project's C files.
+# Style gates: `make rustfmtcheck` over the tree (the overlay's Rust files
+# included), clippy (CLIPPY=1 build of the kernel crate and the Rust
+# khugepaged), `make rustdoc` without warnings, checkpatch --strict over
+# patches/ and the project's C files.
 set -euo pipefail
 STEP=check
 . "$(dirname "$0")/common.sh"
@@ -12,11 +14,13 @@ cd "$TOP"
 mapfile -t RS < <(git ls-files '*.rs' 2>/dev/null || find mm rust -name '*.rs')
 mapfile -t CS < <(git ls-files 'rust/*.c' 'mm/*.c' 'tools/*.[ch]' 2>/dev/null || find rust mm tools -name '*.[ch]')
 
-if /usr/bin/rustfmt --edition 2021 --config-path "$SRC/.rustfmt.toml" --check "${RS[@]}" >/dev/null 2>&1; then
-	say "rustfmt: clean (${#RS[@]} files)"
+# rustfmtcheck runs on the unpacked tree, where the overlay has been
+# copied (scripts/tree.sh), so it covers the upstream files we patch too.
+if out=$(cd "$SRC" && "${KMAKE[@]}" rustfmtcheck 2>&1); then
+	say "rustfmtcheck: clean (${#RS[@]} project files among them)"
 else
-	/usr/bin/rustfmt --edition 2021 --config-path "$SRC/.rustfmt.toml" --check "${RS[@]}" || true
-	say "rustfmt: FAILED"; fail=1
+	echo "$out" | grep -v 'make\[' >&2
+	say "rustfmtcheck: FAILED"; fail=1
 fi
 
 # CLIPPY=1 changes the command line, so kbuild recompiles the crate with
@@ -27,6 +31,16 @@ if out=$("${KMAKE[@]}" CLIPPY=1 mm/khugepaged/khugepaged_rs.o 2>&1) &&
 else
 	echo "$out" | grep -A12 -E '^(warning|error)' >&2 || echo "$out" >&2
 	say "clippy: FAILED"; fail=1
+fi
+
+# The kernel crate's documentation, kernel::mm::guard included: broken
+# intra-doc links and the like are warnings.
+if out=$(cd "$SRC" && "${KMAKE[@]}" rustdoc 2>&1) &&
+	! grep -qE '^(warning|error)' <<<"$out"; then
+	say "rustdoc: clean ($BUILD/Documentation/output/rust/rustdoc/kernel/mm/guard/)"
+else
+	echo "$out" | grep -A12 -E '^(warning|error)' >&2 || echo "$out" >&2
+	say "rustdoc: FAILED"; fail=1
 fi
 
 # UNKNOWN_COMMIT_ID: the unpacked tarball has no git history to look in.

@@ -21,10 +21,12 @@ TEST_SUITES = [
     "upstream-madvise-anon", "upstream-madvise-shmem", "upstream-madvise-file",
     "upstream-khugepaged-anon", "upstream-khugepaged-shmem", "upstream-khugepaged-file",
     "tester",
+    "kunit-doctests",
 ]
-# Suites that run both implementations themselves (impl=both): one result,
-# shown in both columns, counted once.
-DIFFERENTIAL = {"tester"}
+# Suites with one result per boot, shown in both columns and counted once:
+# the tester runs both implementations itself (impl=both); the kernel
+# crate's doctests (KUnit, kernel::mm::guard among them) run at boot.
+DIFFERENTIAL = {"tester", "kunit-doctests"}
 IMPLS = ("c", "rust")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 # Any of these on the console fails the run.
@@ -79,6 +81,22 @@ def cases_tap(out):
     return res
 
 
+def cases_ktap(lines):
+    """KUnit KTAP from the console: ({test: state}, suite summary seen)."""
+    res, done = {}, False
+    for line in lines:
+        line = re.sub(r"^\[\s*[\d.]+\]\s?", "", line)
+        m = re.match(r"\s+(not ok|ok) \d+ (rust_doctest_\S+)(.*)", line)
+        if m:
+            if "# SKIP" in m.group(3):
+                res[m.group(2)] = "skip"
+            else:
+                res[m.group(2)] = "pass" if m.group(1) == "ok" else "fail"
+        elif re.match(r"(not ok|ok) \d+ rust_doctests_kernel\b", line):
+            done = True
+    return res, done
+
+
 def cases_upstream(out):
     """6.12's tools/testing/selftests/mm/khugepaged: OK/Fail per 'Run test'."""
     res, name, seen = {}, "(setup)", []
@@ -129,6 +147,15 @@ def test_report(pairs):
         for impl, suite, rc, out in blocks(lines):
             cases = cases_upstream(out) if suite.startswith("upstream-") else cases_tap(out)
             results[(suite, impl)] = {"rc": rc, "cases": cases}
+        kunit, done = cases_ktap(lines)
+        if kunit or done:
+            results[("kunit-doctests", "both")] = {"rc": 0 if done else None, "cases": kunit}
+            guards = [n for n in kunit if "_mm_guard_rs_" in n]
+            notes.append(f"{arch}: kunit: {len(kunit)} doctests, {len(guards)} of kernel::mm::guard, "
+                         f"{sum(1 for n in guards if kunit[n] == 'pass')} passed")
+            if not guards:
+                failed += 1
+                problems.append(f"{arch}: no kernel::mm::guard doctest ran")
         skipped_suites = {(m.group(2), m.group(1)) for m in
                           (re.search(r"@@SKIP impl=(\S+) suite=(\S+)", l) for l in lines) if m}
         for impl in IMPLS:
@@ -179,10 +206,13 @@ def test_report(pairs):
                       for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
         stats = impl_stats(lines)
         notes += [f"{arch}: {s}" for s in stats]
-        rust = [s for s in stats if s.startswith("rust ")]
-        if lines and (not rust or int(rust[0].split()[2]) == 0):
-            failed += 1
-            problems.append(f"{arch}: the Rust collapse_pte_mapped_thp() never ran")
+        for fn, what in (("collapse_pte_mapped_thp", "calls"),
+                         ("retract_page_tables", "page tables removed")):
+            rust = [s.split() for s in stats if s.startswith(f"rust {fn} ")]
+            col = 3 if fn == "retract_page_tables" else 2
+            if lines and (not rust or int(rust[0][col]) == 0):
+                failed += 1
+                problems.append(f"{arch}: the Rust {fn}() never ran ({what}: 0)")
         errors = [l for l in lines if KERNEL_ERRORS.search(l) and not l.startswith("@@")]
         if errors:
             failed += 1
@@ -195,7 +225,7 @@ def test_report(pairs):
     style = os.environ.get("STYLE")
     rows = [(s, [cells.get((s, a, i), "-") for a, i in cols]) for s in TEST_SUITES]
     if style:
-        rows.append(("style (rustfmt, clippy, checkpatch)", [style] + [""] * (len(cols) - 1)))
+        rows.append(("style (rustfmtcheck, clippy, rustdoc, checkpatch)", [style] + [""] * (len(cols) - 1)))
         if style == "pass":
             passed += 1
         else:
@@ -211,7 +241,8 @@ def test_report(pairs):
         print(f"{suite:<{w}}  " + "  ".join(f"{c:<{cw}}" for c in r))
     print()
     if notes:
-        print("collapse_pte_mapped_thp() calls, SCAN_SUCCEED per implementation; console errors:")
+        print("per implementation: collapse_pte_mapped_thp() calls, SCAN_SUCCEED; "
+              "retract_page_tables() calls, page tables removed; doctests; console errors:")
         for n in notes:
             print(f"  {n}")
     if diffs:

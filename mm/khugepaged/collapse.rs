@@ -18,74 +18,49 @@
 //! the C reference, which returns `SCAN_FAIL` there unless
 //! `khugepaged_skip_cow_extents` is set.
 
-use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_long, c_ulong};
-
-use crate::guard::{
-    LockedFolio, MmapLocked, MmuNotifierRange, PmdLock, PmdPteLock, PteLock, PteMap, PteMapLock,
-    PtlHeld, Vma, HPAGE_PMD_NR,
+use kernel::mm::guard::{
+    LockedFolio, MmapLocked, MmuNotifierRange, Pmd, PmdKind, PmdPteLock, PteLock, PtlHeld, Vma,
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER,
 };
+
 use crate::scan::*;
 
 const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
 const HPAGE_PMD_MASK: c_ulong = bindings::RUST_HPAGE_PMD_MASK;
-const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE;
+const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE as c_ulong;
 
-// `mm_struct` embeds structs that are empty in this configuration, which
-// the lint flags; the pointer is passed through opaquely, as the bindings
-// crate does.
-#[allow(improper_ctypes)]
-extern "C" {
-    /// `mm/internal.h`: the PMD entry for `address`, if the upper levels
-    /// are populated and not huge.
-    fn mm_find_pmd(mm: *mut bindings::mm_struct, address: c_ulong) -> *mut bindings::pmd_t;
-}
-
-/// `find_pmd_or_thp_or_none()`: classifies the PMD entry covering
-/// `address`, returning it when one exists.
-fn find_pmd_or_thp_or_none(
-    mmap: &MmapLocked<'_>,
-    address: c_ulong,
-) -> (ScanResult, Option<NonNull<bindings::pmd_t>>) {
-    // SAFETY: the mm is live and its mmap lock held.
-    let Some(pmd) = NonNull::new(unsafe { mm_find_pmd(mmap.as_ptr(), address) }) else {
+/// `find_pmd_or_thp_or_none()`: classifies the PMD entry that maps the
+/// PMD range of `vma` at `haddr`, returning it when one exists.
+pub(crate) fn find_pmd_or_thp_or_none<'a>(
+    vma: &Vma<'a>,
+    haddr: c_ulong,
+) -> (ScanResult, Option<Pmd<'a>>) {
+    let Some(pmd) = vma.find_pmd(haddr) else {
         return (SCAN_PMD_NULL, None);
     };
-    // SAFETY: `pmd` is a valid entry; a lockless read is what the checks
-    // below expect (they are repeated under the locks).
-    let pmde = unsafe { bindings::pmdp_get_lockless(pmd.as_ptr()) };
-    // SAFETY: these only look at the value.
-    let result = unsafe {
-        if bindings::pmd_none(pmde) != 0 {
-            SCAN_PMD_NONE
-        } else if bindings::pmd_present(pmde) == 0 {
-            SCAN_PMD_NULL
-        } else if bindings::pmd_trans_huge(pmde) != 0 {
-            SCAN_PMD_MAPPED
-        } else if bindings::pmd_devmap(pmde) != 0 || bindings::pmd_bad(pmde) != 0 {
-            SCAN_PMD_NULL
-        } else {
-            SCAN_SUCCEED
-        }
+    // A lockless read is what the checks expect: they are repeated under
+    // the locks.
+    let result = match PmdKind::of(pmd.get_lockless()) {
+        PmdKind::None => SCAN_PMD_NONE,
+        PmdKind::Huge => SCAN_PMD_MAPPED,
+        PmdKind::NotPresent | PmdKind::Bad => SCAN_PMD_NULL,
+        PmdKind::Table => SCAN_SUCCEED,
     };
     (result, Some(pmd))
 }
 
 /// `set_huge_pmd()`: maps the locked PMD-order `folio` by a huge PMD at
-/// `haddr` through `do_set_pmd()`.
-fn set_huge_pmd(
-    vma: &Vma<'_>,
-    haddr: c_ulong,
-    pmd: NonNull<bindings::pmd_t>,
-    folio: &LockedFolio<'_>,
-) -> ScanResult {
+/// `pmd` through `do_set_pmd()`.
+fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
     let mut vmf = bindings::vm_fault::default();
-    vmf.__bindgen_anon_1.vma = vma.as_ptr();
-    vmf.__bindgen_anon_1.address = haddr;
+    vmf.__bindgen_anon_1.vma = pmd.vma().as_ptr();
+    vmf.__bindgen_anon_1.address = pmd.haddr();
     vmf.pmd = pmd.as_ptr();
     // SAFETY: the folio is locked and PMD-sized, the mmap lock is held and
-    // `pmd` is the entry for `haddr` in `vma`'s mm: do_set_pmd()'s contract.
+    // `pmd` is the entry for `haddr` in the VMA's mm: do_set_pmd()'s
+    // contract.
     if unsafe { bindings::do_set_pmd(&mut vmf, folio.page(0)) } != 0 {
         return SCAN_FAIL;
     }
@@ -179,7 +154,7 @@ pub(crate) fn collapse_pte_mapped_thp(
     }
 
     // Fast check before locking the folio if already PMD-mapped.
-    let (result, _) = find_pmd_or_thp_or_none(mmap, haddr);
+    let (result, _) = find_pmd_or_thp_or_none(&vma, haddr);
     if result == SCAN_PMD_MAPPED {
         return result;
     }
@@ -198,24 +173,21 @@ pub(crate) fn collapse_pte_mapped_thp(
     let Some(folio) = LockedFolio::lock_in_vma(&vma, haddr) else {
         return SCAN_PAGE_NULL;
     };
-    if folio.order() != bindings::RUST_HPAGE_PMD_ORDER {
+    if folio.order() != HPAGE_PMD_ORDER {
         return SCAN_PAGE_COMPOUND;
     }
 
-    let pmd = match find_pmd_or_thp_or_none(mmap, haddr) {
+    let pmd = match find_pmd_or_thp_or_none(&vma, haddr) {
         (SCAN_SUCCEED, Some(pmd)) => pmd,
         // All PTEs were removed and the PMD cleared: just map the folio.
-        (SCAN_PMD_NONE, Some(pmd)) => {
-            return maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd)
-        }
+        (SCAN_PMD_NONE, Some(pmd)) => return maybe_install_pmd(&pmd, &folio, install_pmd),
         (SCAN_SUCCEED | SCAN_PMD_NONE, None) => return SCAN_PMD_NULL,
         (result, _) => return result,
     };
 
     // Step 1: check that every mapped PTE maps the right page of the folio.
     {
-        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
-        let Some(ptes) = (unsafe { PteMapLock::map_lock(mmap, pmd, haddr) }) else {
+        let Some(ptes) = pmd.map_lock() else {
             // mmap_lock + folio lock should prevent this.
             return SCAN_FAIL;
         };
@@ -239,7 +211,7 @@ pub(crate) fn collapse_pte_mapped_thp(
         // `ptes` unmapped and unlocked here.
     }
 
-    let mut range = MmuNotifierRange::clear(mmap, haddr, haddr + HPAGE_PMD_SIZE);
+    let mut range = MmuNotifierRange::pmd_clear(&pmd);
     let invalidation = range.start();
 
     // pmd_lock covers a wider range than ptl, and (if split from mm's
@@ -249,18 +221,16 @@ pub(crate) fn collapse_pte_mapped_thp(
     // lock does not stop it, so ptl must not be dropped before the table is
     // detached: uffd-armed private VMAs take pml now.
     let (map, lock) = if vma.userfaultfd_armed() && !vma.is_shared() {
-        // SAFETY: `pmd` is an entry of this mm.
-        let pml = unsafe { PmdLock::lock(mmap, pmd) };
-        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
-        let Some(map) = (unsafe { PteMap::map_nolock(mmap, pmd, haddr) }) else {
+        // mmap_lock + folio lock should prevent the table going away.
+        let Some(both) = pmd.lock().nest_table_lock() else {
             return SCAN_FAIL;
         };
-        // SAFETY: `map.ptl()` is the lock of the table under `pmd`.
-        let both = unsafe { pml.nest_ptl(map.ptl()) };
+        let Some(map) = pmd.map_nolock() else {
+            return SCAN_FAIL;
+        };
         (map, Step2Lock::PmdPte(both))
     } else {
-        // SAFETY: `pmd` is the entry covering `haddr` in this mm.
-        let Some(map) = (unsafe { PteMap::map_nolock(mmap, pmd, haddr) }) else {
+        let Some(map) = pmd.map_nolock() else {
             return SCAN_FAIL;
         };
         let ptl = map.lock();
@@ -296,7 +266,7 @@ pub(crate) fn collapse_pte_mapped_thp(
         // Must clear the entry, or a racing truncate may remove it again.
         // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
         // folio is already dirty; a file THP is read-only.
-        if !map.clear(&lock, addr, i) {
+        if !map.clear(&lock, i) {
             abort_cleared(mmap, &folio, nr_ptes);
             return SCAN_FAIL;
         }
@@ -306,7 +276,6 @@ pub(crate) fn collapse_pte_mapped_thp(
         nr_ptes += 1;
     }
 
-    let ptl = map.ptl();
     drop(map);
     let held = match lock {
         Step2Lock::PmdPte(both) => Some(both),
@@ -327,39 +296,25 @@ pub(crate) fn collapse_pte_mapped_thp(
     }
 
     // Step 4: remove the empty page table.
-    let both = match held {
-        Some(both) => both,
-        // SAFETY: `pmd` is an entry of this mm and `ptl` the lock of its PTE
-        // table, which the folio and mmap locks keep attached.
-        None => unsafe { PmdLock::lock(mmap, pmd).nest_ptl(ptl) },
+    let Some(both) = held.or_else(|| pmd.lock().nest_table_lock()) else {
+        // Unreachable: the mmap and folio locks keep the (now empty) table
+        // attached; if not, leave it alone.
+        return SCAN_FAIL;
     };
-    // SAFETY: `vma` maps `haddr`, the PMD entry is locked with its table's
-    // lock, and step 2 cleared every PTE.
-    let pgt_pmd = unsafe { both.collapse_flush(&vma, haddr) };
+    // SAFETY: step 2 cleared every PTE under this table's lock, dropped
+    // their rmap, and step 3 their references.
+    let table = unsafe { both.collapse_flush() };
     drop(both);
     drop(invalidation);
+    table.free();
 
-    // SAFETY: the table was detached from the mm above; it is freed after
-    // an RCU grace period, so lockless walkers still see a valid table.
-    unsafe {
-        bindings::mm_dec_nr_ptes(mmap.as_ptr());
-        bindings::page_table_check_pte_clear_range(mmap.as_ptr(), haddr, pgt_pmd);
-        bindings::pte_free_defer(mmap.as_ptr(), bindings::pmd_pgtable(pgt_pmd));
-    }
-
-    maybe_install_pmd(&vma, haddr, pmd, &folio, install_pmd)
+    maybe_install_pmd(&pmd, &folio, install_pmd)
 }
 
 /// Step 5: install the huge PMD if asked to.
-fn maybe_install_pmd(
-    vma: &Vma<'_>,
-    haddr: c_ulong,
-    pmd: NonNull<bindings::pmd_t>,
-    folio: &LockedFolio<'_>,
-    install_pmd: bool,
-) -> ScanResult {
+fn maybe_install_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>, install_pmd: bool) -> ScanResult {
     if install_pmd {
-        set_huge_pmd(vma, haddr, pmd, folio)
+        set_huge_pmd(pmd, folio)
     } else {
         SCAN_SUCCEED
     }

@@ -10,18 +10,19 @@
 //!
 //! # Lock order
 //!
-//! mmap_lock -> folio lock -> (i_mmap_rwsem -> anon_vma ->) pmd lock ->
+//! mmap_lock -> folio lock -> i_mmap_rwsem -> (anon_vma ->) pmd lock ->
 //! pte lock, as in `mm/rmap.c`. All locks are taken through the guards in
-//! [`guard`], whose types encode this order; see that module.
+//! [`kernel::mm::guard`], whose types encode this order; see that module.
 
 mod collapse;
-mod guard;
+mod retract;
 mod scan;
 
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    ffi::{c_int, c_ulong},
+    ffi::{c_int, c_long, c_ulong},
+    mm::guard::{Mapping, MmapLocked},
 };
 
 /// Rust `collapse_pte_mapped_thp()`: same contract and results as the C
@@ -41,6 +42,28 @@ pub unsafe extern "C" fn rust_collapse_pte_mapped_thp(
         return scan::SCAN_FAIL as c_int;
     };
     // SAFETY: the caller holds `mm`'s mmap lock for this call.
-    let mmap = unsafe { guard::MmapLocked::assert_held(mm) };
+    let mmap = unsafe { MmapLocked::assert_held(mm) };
     collapse::collapse_pte_mapped_thp(&mmap, addr, install_pmd) as c_int
+}
+
+/// Rust `retract_page_tables()`: same contract as the C one (see
+/// `mm/khugepaged.c`); returns the number of page tables removed.
+///
+/// # Safety
+///
+/// `mapping` must point to the `address_space` of a file the caller holds
+/// a reference on, and the caller (`collapse_file()`) must hold the lock of
+/// the PMD-sized folio at `pgoff` it has just added to it, and no lock
+/// below the folio lock.
+#[no_mangle]
+pub unsafe extern "C" fn rust_retract_page_tables(
+    mapping: *mut bindings::address_space,
+    pgoff: c_ulong,
+) -> c_long {
+    let Some(mapping) = NonNull::new(mapping) else {
+        return 0;
+    };
+    // SAFETY: the caller's file reference keeps the mapping live.
+    let mapping = unsafe { Mapping::from_raw(mapping) };
+    retract::retract_page_tables(&mapping, pgoff)
 }

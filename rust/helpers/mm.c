@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Helpers for the Rust khugepaged (mm/khugepaged/): static inlines and
- * macros of the mm headers, wrapped so that Rust can call them.
+ * mm helpers for rust/kernel/mm/ and the Rust khugepaged (mm/khugepaged/):
+ * static inlines and macros of the mm headers, wrapped so that Rust can
+ * call them.
  */
 
+#include <linux/fs.h>
 #include <linux/huge_mm.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/page_table_check.h>
 #include <linux/pagemap.h>
 #include <linux/pgtable.h>
+#include <linux/rcupdate.h>
+#include <linux/rmap.h>
+#include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/userfaultfd_k.h>
 #include <asm/tlbflush.h>
@@ -23,16 +28,30 @@ void rust_helper_mmap_assert_locked(struct mm_struct *mm)
 	mmap_assert_locked(mm);
 }
 
+void rust_helper_mmap_read_lock(struct mm_struct *mm)
+{
+	mmap_read_lock(mm);
+}
+
+void rust_helper_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
+void rust_helper_mmap_write_lock(struct mm_struct *mm)
+{
+	mmap_write_lock(mm);
+}
+
+void rust_helper_mmap_write_unlock(struct mm_struct *mm)
+{
+	mmap_write_unlock(mm);
+}
+
 struct vm_area_struct *rust_helper_vma_lookup(struct mm_struct *mm,
 					      unsigned long addr)
 {
 	return vma_lookup(mm, addr);
-}
-
-bool rust_helper_range_in_vma(struct vm_area_struct *vma, unsigned long start,
-			      unsigned long end)
-{
-	return range_in_vma(vma, start, end);
 }
 
 bool rust_helper_thp_vma_allowable_order(struct vm_area_struct *vma,
@@ -79,7 +98,44 @@ void rust_helper_flush_tlb_mm(struct mm_struct *mm)
 #endif
 }
 
+/* address_space, anon_vma */
+
+void rust_helper_i_mmap_lock_read(struct address_space *mapping)
+{
+	i_mmap_lock_read(mapping);
+}
+
+void rust_helper_i_mmap_unlock_read(struct address_space *mapping)
+{
+	i_mmap_unlock_read(mapping);
+}
+
+void rust_helper_i_mmap_lock_write(struct address_space *mapping)
+{
+	i_mmap_lock_write(mapping);
+}
+
+void rust_helper_i_mmap_unlock_write(struct address_space *mapping)
+{
+	i_mmap_unlock_write(mapping);
+}
+
+void rust_helper_anon_vma_lock_write(struct anon_vma *anon_vma)
+{
+	anon_vma_lock_write(anon_vma);
+}
+
+void rust_helper_anon_vma_unlock_write(struct anon_vma *anon_vma)
+{
+	anon_vma_unlock_write(anon_vma);
+}
+
 /* folio, page */
+
+bool rust_helper_folio_test_locked(const struct folio *folio)
+{
+	return folio_test_locked(folio);
+}
 
 struct folio *rust_helper_filemap_lock_folio(struct address_space *mapping,
 					     pgoff_t index)
@@ -179,6 +235,21 @@ pte_t rust_helper_ptep_get(pte_t *ptep)
 	return ptep_get(ptep);
 }
 
+int rust_helper_pte_none(pte_t pte)
+{
+	return pte_none(pte);
+}
+
+int rust_helper_pte_present(pte_t pte)
+{
+	return pte_present(pte);
+}
+
+spinlock_t *rust_helper_pte_lockptr(struct mm_struct *mm, pmd_t *pmd)
+{
+	return pte_lockptr(mm, pmd);
+}
+
 /* One call instead of two on the collapse loops' hot path. */
 int rust_helper_khugepaged_pte_state(pte_t pte)
 {
@@ -210,6 +281,26 @@ void rust_helper_page_table_check_pte_clear_range(struct mm_struct *mm,
 void rust_helper_spin_lock_nested(spinlock_t *lock, int subclass)
 {
 	spin_lock_nested(lock, subclass);
+}
+
+int rust_helper_spin_trylock(spinlock_t *lock)
+{
+	return spin_trylock(lock);
+}
+
+int rust_helper_rwsem_is_locked(struct rw_semaphore *sem)
+{
+	return rwsem_is_locked(sem);
+}
+
+void rust_helper_rcu_read_lock(void)
+{
+	rcu_read_lock();
+}
+
+void rust_helper_rcu_read_unlock(void)
+{
+	rcu_read_unlock();
 }
 
 /* mmu_notifier: these are empty inlines without CONFIG_MMU_NOTIFIER. */

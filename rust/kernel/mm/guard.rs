@@ -1,0 +1,1622 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Lock guards for the mm lock order.
+//!
+//! Every lock is taken by a constructor in this module and released by the
+//! `Drop` of the guard it returns; users of the module do not call lock or
+//! unlock functions themselves.
+//!
+//! # Lock order
+//!
+//! The order documented at the top of `mm/rmap.c`, restricted to what the
+//! guards here take, with the type that holds each level:
+//!
+//! ```text
+//! mmap_lock               MmapReadGuard, MmapWriteGuard, or MmapLocked
+//!                         (asserted, for callers that already hold it)
+//!   folio lock            LockedFolio        from a Vma
+//!     i_mmap_rwsem        IMmapReadGuard,    from a Mapping (a Vma's, or
+//!                         IMmapWriteGuard    one the caller pins)
+//!       anon_vma rwsem    AnonVmaWriteGuard  from a Vma's AnonVma
+//!         pmd lock        PmdLock            from a Pmd, from a Vma
+//!           pte lock      PteMapLock / PteLock (alone), or
+//!                         PmdPteLock         (nested in a consumed PmdLock,
+//!                                            skipped when ptl == pml)
+//! mmu_notifier range      MmuInvalidation    (not a lock: started and ended
+//!                                            with no spinlock held)
+//! RCU read side           RcuReadGuard       (also implied by a PTE map)
+//! ```
+//!
+//! How the types keep that order:
+//!
+//! - A [`Vma`] exists only while a lock keeps it alive: it borrows an
+//!   [`MmapLocked`] proof (from [`MmapLocked::vma_lookup`]) or an i_mmap
+//!   guard (from [`IMmapReadGuard::vmas`]). Everything below the mmap lock
+//!   is reached through a `Vma`: its [`LockedFolio`], [`Mapping`],
+//!   [`AnonVma`] and [`Pmd`], so none of them outlives the lock above.
+//! - Page tables are only reached through [`Vma::find_pmd`]: the upper
+//!   levels cannot be freed while the VMA is in the tree (mmap lock) or in
+//!   its file's interval tree (i_mmap lock), which is what makes a [`Pmd`]
+//!   safe to lock and map. Its guards borrow it.
+//! - The PTE lock nests inside the PMD lock only through
+//!   [`PmdLock::nest_table_lock`], which consumes the held [`PmdLock`] and
+//!   returns a [`PmdPteLock`] that releases the PTE lock before the PMD lock,
+//!   and does not take the PTE lock again when it is the PMD lock itself.
+//! - A PTE is only cleared with a proof ([`PtlHeld`]) that its table's lock
+//!   is held, and a page table is only detached under both locks
+//!   ([`PmdPteLock::collapse_flush`]); the detached table must then be freed
+//!   ([`DetachedTable::free`]) after the locks are dropped.
+//!
+//! What the types cannot see (a spinlock held by C code around a call into
+//! Rust, a guard of a lower level that is still alive while one of a higher
+//! level is taken) lockdep reports; every test runs with `PROVE_LOCKING`.
+
+use crate::{
+    bindings,
+    error::{code::*, Result},
+    ffi::{c_int, c_ulong},
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// Number of PTEs in a PMD-sized range.
+pub const HPAGE_PMD_NR: usize = bindings::RUST_HPAGE_PMD_NR as usize;
+/// Size of the range one PMD entry maps.
+pub const HPAGE_PMD_SIZE: usize = bindings::RUST_HPAGE_PMD_SIZE;
+/// Mask of the PMD-aligned part of an address.
+pub const HPAGE_PMD_MASK: usize = bindings::RUST_HPAGE_PMD_MASK;
+/// Page order of a PMD-sized folio.
+pub const HPAGE_PMD_ORDER: u32 = bindings::RUST_HPAGE_PMD_ORDER;
+
+/// Reads an `int`-sized field once, as `READ_ONCE()`.
+///
+/// # Safety
+///
+/// `p` must be valid for reads.
+#[inline]
+unsafe fn read_once<T: Copy>(p: *const T) -> T {
+    // SAFETY: by the function's safety requirements.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Proof that the mmap lock of an mm is held, for reading or writing.
+///
+/// # Invariants
+///
+/// `mm` points to a live `mm_struct` whose `mmap_lock` is held by the
+/// current task for all of `'a`.
+pub struct MmapLocked<'a> {
+    mm: NonNull<bindings::mm_struct>,
+    _lock: PhantomData<&'a bindings::mm_struct>,
+}
+
+impl<'a> MmapLocked<'a> {
+    /// Wraps an mm whose mmap lock the caller holds, asserting it with
+    /// `mmap_assert_locked()` (lockdep and `CONFIG_DEBUG_VM`).
+    ///
+    /// # Safety
+    ///
+    /// `mm` must point to a live `mm_struct` whose `mmap_lock` the caller
+    /// holds (read or write) for all of `'a`.
+    #[inline]
+    pub unsafe fn assert_held(mm: NonNull<bindings::mm_struct>) -> Self {
+        // SAFETY: `mm` is valid by the function's safety requirements.
+        unsafe { bindings::mmap_assert_locked(mm.as_ptr()) };
+        // INVARIANT: the caller holds the lock for `'a`.
+        Self {
+            mm,
+            _lock: PhantomData,
+        }
+    }
+
+    /// Returns the raw `mm_struct` pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::mm_struct {
+        self.mm.as_ptr()
+    }
+
+    /// Finds the VMA that contains `addr`, as `vma_lookup()`.
+    #[inline]
+    pub fn vma_lookup(&self, addr: c_ulong) -> Option<Vma<'_>> {
+        // SAFETY: the mm is live and its mmap lock held (type invariant).
+        let vma = unsafe { bindings::vma_lookup(self.as_ptr(), addr) };
+        // INVARIANT: the VMA stays in the tree while the mmap lock is held.
+        NonNull::new(vma).map(|vma| Vma {
+            vma,
+            _lock: PhantomData,
+        })
+    }
+}
+
+/// A held mmap read lock (`mmap_read_lock()`).
+///
+/// # Invariants
+///
+/// `locked.mm` is live for `'a` and its mmap lock is held for reading by
+/// this guard.
+///
+/// # Examples
+///
+/// The lock is held while the guard lives, and only then; VMAs are looked
+/// up through it.
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// let sem = mm.raw_mmap_lock();
+/// {
+///     let mmap = mm.mmap_read();
+///     // SAFETY: `sem` is the live mm's mmap_lock.
+///     assert!(unsafe { bindings::rwsem_is_locked(sem) } != 0);
+///     let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+///     assert_eq!(vma.start(), ADDR as _);
+///     assert_eq!(vma.end(), (ADDR + HPAGE_PMD_SIZE) as _);
+///     assert!(mmap.vma_lookup((ADDR + HPAGE_PMD_SIZE) as _).is_none());
+/// }
+/// // SAFETY: as above.
+/// assert!(unsafe { bindings::rwsem_is_locked(sem) } == 0);
+/// {
+///     let _mmap = mm.mmap_write();
+///     // SAFETY: as above.
+///     assert!(unsafe { bindings::rwsem_is_locked(sem) } != 0);
+/// }
+/// // SAFETY: as above.
+/// assert!(unsafe { bindings::rwsem_is_locked(sem) } == 0);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct MmapReadGuard<'a> {
+    locked: MmapLocked<'a>,
+}
+
+impl<'a> MmapReadGuard<'a> {
+    /// Takes the mmap lock of `mm` for reading.
+    ///
+    /// # Safety
+    ///
+    /// `mm` must point to an `mm_struct` that stays live for `'a`, and the
+    /// caller must hold no lock below the mmap lock.
+    #[inline]
+    pub unsafe fn lock(mm: NonNull<bindings::mm_struct>) -> Self {
+        // SAFETY: `mm` is live (safety requirements).
+        unsafe { bindings::mmap_read_lock(mm.as_ptr()) };
+        // INVARIANT: locked just now, for reading.
+        Self {
+            locked: MmapLocked {
+                mm,
+                _lock: PhantomData,
+            },
+        }
+    }
+}
+
+impl<'a> core::ops::Deref for MmapReadGuard<'a> {
+    type Target = MmapLocked<'a>;
+
+    #[inline]
+    fn deref(&self) -> &MmapLocked<'a> {
+        &self.locked
+    }
+}
+
+impl Drop for MmapReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for reading by this guard (type invariant).
+        unsafe { bindings::mmap_read_unlock(self.locked.as_ptr()) };
+    }
+}
+
+/// A held mmap write lock (`mmap_write_lock()`).
+///
+/// # Invariants
+///
+/// `locked.mm` is live for `'a` and its mmap lock is held for writing by
+/// this guard.
+pub struct MmapWriteGuard<'a> {
+    locked: MmapLocked<'a>,
+}
+
+impl<'a> MmapWriteGuard<'a> {
+    /// Takes the mmap lock of `mm` for writing.
+    ///
+    /// # Safety
+    ///
+    /// As [`MmapReadGuard::lock`].
+    #[inline]
+    pub unsafe fn lock(mm: NonNull<bindings::mm_struct>) -> Self {
+        // SAFETY: `mm` is live (safety requirements).
+        unsafe { bindings::mmap_write_lock(mm.as_ptr()) };
+        // INVARIANT: locked just now, for writing.
+        Self {
+            locked: MmapLocked {
+                mm,
+                _lock: PhantomData,
+            },
+        }
+    }
+}
+
+impl<'a> core::ops::Deref for MmapWriteGuard<'a> {
+    type Target = MmapLocked<'a>;
+
+    #[inline]
+    fn deref(&self) -> &MmapLocked<'a> {
+        &self.locked
+    }
+}
+
+impl Drop for MmapWriteGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for writing by this guard (type invariant).
+        unsafe { bindings::mmap_write_unlock(self.locked.as_ptr()) };
+    }
+}
+
+/// A VMA kept alive by a lock: the mmap lock of its mm, or the i_mmap lock
+/// of the file it maps (while it is in that file's interval tree).
+///
+/// Fields that change under the mmap write lock only (flags, bounds) are
+/// stable in the first case and read racily, as C does, in the second.
+///
+/// # Invariants
+///
+/// `vma` points to a VMA that stays valid, and in its mm's VMA tree or its
+/// file's interval tree, for `'a`.
+#[derive(Clone, Copy)]
+pub struct Vma<'a> {
+    vma: NonNull<bindings::vm_area_struct>,
+    _lock: PhantomData<&'a ()>,
+}
+
+impl<'a> Vma<'a> {
+    /// Returns the raw VMA pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::vm_area_struct {
+        self.vma.as_ptr()
+    }
+
+    /// Returns the raw pointer to the VMA's mm.
+    #[inline]
+    pub fn mm(&self) -> *mut bindings::mm_struct {
+        // SAFETY: the VMA is valid (type invariant); `vm_mm` never changes.
+        unsafe { (*self.as_ptr()).vm_mm }
+    }
+
+    /// Returns the VMA's flags.
+    #[inline]
+    pub fn flags(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant); `vm_flags` is the
+        // read-only view of the flags union.
+        unsafe { (*self.as_ptr()).__bindgen_anon_2.vm_flags }
+    }
+
+    /// Returns the first address of the VMA.
+    #[inline]
+    pub fn start(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1.vm_start }
+    }
+
+    /// Returns the first address after the VMA.
+    #[inline]
+    pub fn end(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1.vm_end }
+    }
+
+    /// Returns the file offset of the VMA's start, in pages.
+    #[inline]
+    pub fn pgoff(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).vm_pgoff }
+    }
+
+    /// Whether the VMA maps a file.
+    #[inline]
+    pub fn has_file(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        !unsafe { (*self.as_ptr()).vm_file }.is_null()
+    }
+
+    /// Whether `[start, end)` lies inside the VMA.
+    #[inline]
+    pub fn contains_range(&self, start: c_ulong, end: c_ulong) -> bool {
+        start >= self.start() && end <= self.end() && start < end
+    }
+
+    /// `thp_vma_allowable_order(vma, vma->vm_flags, 0, PMD_ORDER)`.
+    #[inline]
+    pub fn thp_pmd_allowed(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe {
+            bindings::thp_vma_allowable_order(self.as_ptr(), self.flags(), 0, HPAGE_PMD_ORDER as _)
+        }
+    }
+
+    /// `userfaultfd_wp(vma)`.
+    #[inline]
+    pub fn userfaultfd_wp(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::userfaultfd_wp(self.as_ptr()) }
+    }
+
+    /// `userfaultfd_armed(vma)`.
+    #[inline]
+    pub fn userfaultfd_armed(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::userfaultfd_armed(self.as_ptr()) }
+    }
+
+    /// Whether the VMA is `VM_SHARED`.
+    #[inline]
+    pub fn is_shared(&self) -> bool {
+        self.flags() & bindings::VM_SHARED as c_ulong != 0
+    }
+
+    /// `READ_ONCE(vma->anon_vma) != NULL`: whether the VMA has (had) private
+    /// anonymous pages.
+    #[inline]
+    pub fn has_anon_vma(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        !unsafe { read_once(&(*self.as_ptr()).anon_vma) }.is_null()
+    }
+
+    /// The VMA's `anon_vma`, if it has one.
+    #[inline]
+    pub fn anon_vma(&self) -> Option<AnonVma<'a>> {
+        // SAFETY: the VMA is valid (type invariant).
+        let av = unsafe { read_once(&(*self.as_ptr()).anon_vma) };
+        // INVARIANT: once set, `vma->anon_vma` stays until the VMA is torn
+        // down, which the lock behind `'a` prevents.
+        NonNull::new(av).map(|av| AnonVma {
+            av,
+            _vma: PhantomData,
+        })
+    }
+
+    /// The page cache of the file the VMA maps, if any.
+    #[inline]
+    pub fn mapping(&self) -> Option<Mapping<'a>> {
+        // SAFETY: the VMA is valid (type invariant); `vm_file` is set for
+        // the VMA's life.
+        let file = unsafe { (*self.as_ptr()).vm_file };
+        if file.is_null() {
+            return None;
+        }
+        // SAFETY: the VMA holds a reference on its file.
+        let mapping = unsafe { (*file).f_mapping };
+        // INVARIANT: the file, and so its mapping, is pinned by the VMA.
+        NonNull::new(mapping).map(|mapping| Mapping {
+            mapping,
+            _pin: PhantomData,
+        })
+    }
+
+    /// Whether the VMA's mm is exiting (`mm_users == 0`), which is how
+    /// khugepaged's `hpage_collapse_test_exit()` sees it.
+    #[inline]
+    pub fn mm_exiting(&self) -> bool {
+        // SAFETY: a VMA's mm outlives it; `mm_users` is an `atomic_t`.
+        unsafe { read_once(&(*self.mm()).__bindgen_anon_1.mm_users.counter) == 0 }
+    }
+
+    /// The PMD entry that maps the PMD-aligned `haddr`, when the upper
+    /// levels of the page table are populated and `[haddr, haddr +
+    /// HPAGE_PMD_SIZE)` lies inside the VMA.
+    #[inline]
+    pub fn find_pmd(&self, haddr: c_ulong) -> Option<Pmd<'a>> {
+        if haddr & !HPAGE_PMD_MASK != 0
+            || !self.contains_range(haddr, haddr.wrapping_add(HPAGE_PMD_SIZE))
+        {
+            return None;
+        }
+        // SAFETY: the mm is live; its upper page-table levels for the VMA's
+        // range stay while the VMA is in its trees (type invariant), which
+        // is all mm_find_pmd() walks.
+        let pmd = NonNull::new(unsafe { mm_find_pmd(self.mm(), haddr) })?;
+        // INVARIANT: as above, the entry stays in place for `'a`.
+        Some(Pmd {
+            pmd,
+            vma: *self,
+            haddr,
+        })
+    }
+}
+
+// `mm_struct` embeds structs that are empty in some configurations, which
+// the lint flags; the pointer is passed through opaquely, as the bindings
+// crate does.
+#[allow(improper_ctypes)]
+extern "C" {
+    /// `mm/rmap.c`, declared in `mm/internal.h`: the PMD entry for
+    /// `address`, if the upper levels are present and not huge.
+    fn mm_find_pmd(mm: *mut bindings::mm_struct, address: c_ulong) -> *mut bindings::pmd_t;
+}
+
+/// The page cache of a file (`struct address_space`), pinned.
+///
+/// # Invariants
+///
+/// `mapping` points to an `address_space` that stays live for `'a`.
+#[derive(Clone, Copy)]
+pub struct Mapping<'a> {
+    mapping: NonNull<bindings::address_space>,
+    _pin: PhantomData<&'a ()>,
+}
+
+impl<'a> Mapping<'a> {
+    /// Wraps an `address_space` that the caller keeps live.
+    ///
+    /// # Safety
+    ///
+    /// `mapping` must point to an `address_space` that stays live for `'a`
+    /// (the caller holds a reference on its inode, a file or a locked folio
+    /// of it).
+    #[inline]
+    pub unsafe fn from_raw(mapping: NonNull<bindings::address_space>) -> Self {
+        // INVARIANT: by the safety requirements.
+        Self {
+            mapping,
+            _pin: PhantomData,
+        }
+    }
+
+    /// Returns the raw `address_space` pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::address_space {
+        self.mapping.as_ptr()
+    }
+
+    /// Takes `i_mmap_rwsem` for reading (`i_mmap_lock_read()`).
+    #[inline]
+    pub fn i_mmap_read(&self) -> IMmapReadGuard<'_> {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { bindings::i_mmap_lock_read(self.as_ptr()) };
+        // INVARIANT: locked just now.
+        IMmapReadGuard { mapping: *self }
+    }
+
+    /// Takes `i_mmap_rwsem` for writing (`i_mmap_lock_write()`).
+    #[inline]
+    pub fn i_mmap_write(&self) -> IMmapWriteGuard<'_> {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { bindings::i_mmap_lock_write(self.as_ptr()) };
+        // INVARIANT: locked just now.
+        IMmapWriteGuard { mapping: *self }
+    }
+
+    /// Returns `&mapping->i_mmap_rwsem`, for assertions.
+    #[inline]
+    pub fn raw_i_mmap_rwsem(&self) -> *mut bindings::rw_semaphore {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*self.as_ptr()).i_mmap_rwsem) }
+    }
+
+    /// The VMAs of the interval tree whose file range meets
+    /// `[first, last]` (pages), while the caller holds `i_mmap_rwsem`.
+    fn vmas<'g>(&self, first: c_ulong, last: c_ulong) -> VmaIter<'g> {
+        VmaIter {
+            // SAFETY: the mapping is live and i_mmap_rwsem is held by the
+            // guard that borrows it for `'g`.
+            next: unsafe {
+                bindings::vma_interval_tree_iter_first(
+                    core::ptr::addr_of_mut!((*self.as_ptr()).i_mmap),
+                    first,
+                    last,
+                )
+            },
+            first,
+            last,
+            _lock: PhantomData,
+        }
+    }
+}
+
+/// A held `i_mmap_rwsem`, read side.
+///
+/// # Invariants
+///
+/// This guard holds `mapping`'s `i_mmap_rwsem` for reading.
+///
+/// # Examples
+///
+/// A shared anonymous mapping is backed by a shmem file: its VMA is in
+/// that file's interval tree.
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, true)?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let mapping = vma.mapping().ok_or(EINVAL)?;
+/// let sem = mapping.raw_i_mmap_rwsem();
+/// // SAFETY: `sem` lives in the mapping, pinned by `vma`.
+/// let locked = |s| unsafe { bindings::rwsem_is_locked(s) } != 0;
+/// {
+///     let i_mmap = mapping.i_mmap_read();
+///     assert!(locked(sem));
+///     let mut vmas = i_mmap.vmas(0, 0);
+///     assert_eq!(vmas.next().map(|v| v.as_ptr()), Some(vma.as_ptr()));
+///     assert!(vmas.next().is_none());
+///     // Page 512 is past the mapping.
+///     assert!(i_mmap.vmas(512, 1023).next().is_none());
+/// }
+/// assert!(!locked(sem));
+/// {
+///     let i_mmap = mapping.i_mmap_write();
+///     assert!(locked(sem));
+///     assert_eq!(i_mmap.vmas(0, 511).count(), 1);
+/// }
+/// assert!(!locked(sem));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct IMmapReadGuard<'a> {
+    mapping: Mapping<'a>,
+}
+
+impl IMmapReadGuard<'_> {
+    /// The VMAs mapping any page of `[first, last]` (file offsets in
+    /// pages), as `vma_interval_tree_foreach()`.
+    #[inline]
+    pub fn vmas(&self, first: c_ulong, last: c_ulong) -> VmaIter<'_> {
+        self.mapping.vmas(first, last)
+    }
+}
+
+impl Drop for IMmapReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for reading by this guard (type invariant).
+        unsafe { bindings::i_mmap_unlock_read(self.mapping.as_ptr()) };
+    }
+}
+
+/// A held `i_mmap_rwsem`, write side.
+///
+/// # Invariants
+///
+/// This guard holds `mapping`'s `i_mmap_rwsem` for writing.
+pub struct IMmapWriteGuard<'a> {
+    mapping: Mapping<'a>,
+}
+
+impl IMmapWriteGuard<'_> {
+    /// As [`IMmapReadGuard::vmas`].
+    #[inline]
+    pub fn vmas(&self, first: c_ulong, last: c_ulong) -> VmaIter<'_> {
+        self.mapping.vmas(first, last)
+    }
+}
+
+impl Drop for IMmapWriteGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for writing by this guard (type invariant).
+        unsafe { bindings::i_mmap_unlock_write(self.mapping.as_ptr()) };
+    }
+}
+
+/// Iterator over the VMAs of a file's interval tree, under `i_mmap_rwsem`.
+///
+/// # Invariants
+///
+/// `next` is NULL or a VMA in the tree, whose `i_mmap_rwsem` is held for
+/// `'a`.
+pub struct VmaIter<'a> {
+    next: *mut bindings::vm_area_struct,
+    first: c_ulong,
+    last: c_ulong,
+    _lock: PhantomData<&'a ()>,
+}
+
+impl<'a> Iterator for VmaIter<'a> {
+    type Item = Vma<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Vma<'a>> {
+        let vma = NonNull::new(self.next)?;
+        // SAFETY: `vma` is in the tree, locked for `'a` (type invariant).
+        self.next =
+            unsafe { bindings::vma_interval_tree_iter_next(vma.as_ptr(), self.first, self.last) };
+        // INVARIANT: a VMA leaves the tree only under the write lock.
+        Some(Vma {
+            vma,
+            _lock: PhantomData,
+        })
+    }
+}
+
+/// The `anon_vma` of a [`Vma`].
+///
+/// # Invariants
+///
+/// `av` points to an `anon_vma` that stays live for `'a`.
+#[derive(Clone, Copy)]
+pub struct AnonVma<'a> {
+    av: NonNull<bindings::anon_vma>,
+    _vma: PhantomData<&'a ()>,
+}
+
+impl AnonVma<'_> {
+    /// Takes the anon_vma's root rwsem for writing (`anon_vma_lock_write()`).
+    #[inline]
+    pub fn lock_write(&self) -> AnonVmaWriteGuard<'_> {
+        // SAFETY: the anon_vma is live (type invariant).
+        unsafe { bindings::anon_vma_lock_write(self.av.as_ptr()) };
+        // INVARIANT: locked just now.
+        AnonVmaWriteGuard { av: *self }
+    }
+
+    /// Returns `&anon_vma->root->rwsem`, the lock [`Self::lock_write`]
+    /// takes, for assertions.
+    #[inline]
+    pub fn raw_rwsem(&self) -> *mut bindings::rw_semaphore {
+        // SAFETY: the anon_vma is live (type invariant) and so is its root,
+        // which it holds a reference on.
+        unsafe { core::ptr::addr_of_mut!((*(*self.av.as_ptr()).root).rwsem) }
+    }
+}
+
+/// A held anon_vma write lock.
+///
+/// # Invariants
+///
+/// This guard holds `av`'s root rwsem for writing.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// {
+///     let mmap = mm.mmap_read();
+///     let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+///     // No anon_vma before the first write fault.
+///     assert!(!vma.has_anon_vma() && vma.anon_vma().is_none());
+/// }
+/// mm.write(ADDR, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let av = vma.anon_vma().ok_or(EINVAL)?;
+/// let sem = av.raw_rwsem();
+/// // SAFETY: `sem` lives in the anon_vma root, pinned by `vma`.
+/// let locked = |s| unsafe { bindings::rwsem_is_locked(s) } != 0;
+/// assert!(!locked(sem));
+/// let guard = av.lock_write();
+/// assert!(locked(sem));
+/// drop(guard);
+/// assert!(!locked(sem));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct AnonVmaWriteGuard<'a> {
+    av: AnonVma<'a>,
+}
+
+impl Drop for AnonVmaWriteGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for writing by this guard (type invariant).
+        unsafe { bindings::anon_vma_unlock_write(self.av.av.as_ptr()) };
+    }
+}
+
+/// A locked page-cache folio, with a reference.
+///
+/// # Invariants
+///
+/// `folio` points to a folio on which this guard owns one reference and
+/// whose lock it holds; both are released on drop. `nr` is its number of
+/// pages.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, true)?;
+/// mm.write(ADDR + 4096, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// // Page 0 was never touched, page 1 is in the page cache.
+/// assert!(LockedFolio::lock_in_vma(&vma, ADDR as _).is_none());
+/// let folio = LockedFolio::lock_in_vma(&vma, (ADDR + 4096) as _).ok_or(EINVAL)?;
+/// let raw = folio.as_ptr();
+/// // SAFETY: the folio stays in the page cache while it is mapped.
+/// let locked = |f| unsafe { bindings::folio_test_locked(f) };
+/// assert!(locked(raw));
+/// assert_eq!(folio.order(), 0);
+/// assert_eq!(folio.page(0), raw.cast());
+/// assert!(folio.page(1).is_null());
+/// drop(folio);
+/// assert!(!locked(raw));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct LockedFolio<'a> {
+    folio: NonNull<bindings::folio>,
+    // Stable while the folio is locked (no split).
+    nr: usize,
+    _vma: PhantomData<&'a ()>,
+}
+
+impl<'a> LockedFolio<'a> {
+    /// Looks up and locks the page-cache folio backing `addr` of the file
+    /// VMA `vma`, as `filemap_lock_folio(mapping, linear_page_index())`.
+    ///
+    /// Returns `None` if the VMA has no file or the folio is not cached.
+    pub fn lock_in_vma(vma: &Vma<'a>, addr: c_ulong) -> Option<Self> {
+        let mapping = vma.mapping()?;
+        // SAFETY: the VMA is valid and pins the mapping.
+        let folio = unsafe {
+            let index = bindings::linear_page_index(vma.as_ptr(), addr);
+            bindings::filemap_lock_folio(mapping.as_ptr(), index)
+        };
+        // SAFETY: `IS_ERR` only looks at the pointer value.
+        if unsafe { bindings::IS_ERR(folio.cast()) } {
+            return None;
+        }
+        let folio = NonNull::new(folio)?;
+        // SAFETY: locked and referenced, so the order is stable.
+        let nr = 1usize << unsafe { bindings::folio_order(folio.as_ptr()) };
+        // INVARIANT: filemap_lock_folio() returned the folio locked and
+        // with a reference.
+        Some(Self {
+            folio,
+            nr,
+            _vma: PhantomData,
+        })
+    }
+
+    /// Returns the raw folio pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::folio {
+        self.folio.as_ptr()
+    }
+
+    /// `folio_order(folio)`.
+    #[inline]
+    pub fn order(&self) -> u32 {
+        self.nr.trailing_zeros()
+    }
+
+    /// `folio_page(folio, n)`: the page at index `n`, or NULL when `n` is
+    /// outside the folio.
+    #[inline]
+    pub fn page(&self, n: usize) -> *mut bindings::page {
+        if n >= self.nr {
+            return core::ptr::null_mut();
+        }
+        // The pages of a folio are contiguous in the memmap unless it is
+        // split in sections (SPARSEMEM without VMEMMAP): nth_page().
+        #[cfg(any(not(CONFIG_SPARSEMEM), CONFIG_SPARSEMEM_VMEMMAP))]
+        // SAFETY: a `struct folio` overlays its first `struct page`
+        // (`&folio->page`, mm_types.h), `n` is within the folio, and its
+        // `struct page`s are contiguous in this configuration.
+        return unsafe { self.as_ptr().cast::<bindings::page>().add(n) };
+        #[cfg(all(CONFIG_SPARSEMEM, not(CONFIG_SPARSEMEM_VMEMMAP)))]
+        // SAFETY: `n` is within the folio.
+        return unsafe { bindings::folio_page(self.as_ptr(), n as c_ulong) };
+    }
+
+    /// Takes one more reference for a new mapping of the folio.
+    #[inline]
+    pub fn get_for_mapping(&self) {
+        // SAFETY: we hold a reference (type invariant), so the folio is live.
+        unsafe { bindings::folio_get(self.as_ptr()) };
+    }
+
+    /// Drops `nr` references held by mappings that were just removed.
+    ///
+    /// # Safety
+    ///
+    /// The caller must have removed `nr` mappings of the folio, each of
+    /// which held a reference.
+    #[inline]
+    pub unsafe fn ref_sub_mappings(&self, nr: i32) {
+        // SAFETY: our own reference keeps the count above `nr`; the caller
+        // owns the `nr` references it drops.
+        unsafe { bindings::folio_ref_sub(self.as_ptr(), nr) };
+    }
+
+    /// `mm_counter_file(folio)`: the rss counter the folio's mappings use.
+    #[inline]
+    pub fn mm_counter(&self) -> i32 {
+        // SAFETY: we hold a reference (type invariant).
+        unsafe { bindings::mm_counter_file(self.as_ptr()) }
+    }
+}
+
+impl Drop for LockedFolio<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock and one reference (type invariant).
+        unsafe {
+            bindings::folio_unlock(self.as_ptr());
+            bindings::folio_put(self.as_ptr());
+        }
+    }
+}
+
+/// What a PMD entry holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PmdKind {
+    /// `pmd_none()`.
+    None,
+    /// Not present (a migration entry).
+    NotPresent,
+    /// A huge mapping (`pmd_trans_huge()`).
+    Huge,
+    /// `pmd_devmap()` or `pmd_bad()`.
+    Bad,
+    /// A PTE table.
+    Table,
+}
+
+impl PmdKind {
+    /// Classifies the entry value `pmde`.
+    #[inline]
+    pub fn of(pmde: bindings::pmd_t) -> Self {
+        // SAFETY: these only look at the value.
+        unsafe {
+            if bindings::pmd_none(pmde) != 0 {
+                PmdKind::None
+            } else if bindings::pmd_present(pmde) == 0 {
+                PmdKind::NotPresent
+            } else if bindings::pmd_trans_huge(pmde) != 0 {
+                PmdKind::Huge
+            } else if bindings::pmd_devmap(pmde) != 0 || bindings::pmd_bad(pmde) != 0 {
+                PmdKind::Bad
+            } else {
+                PmdKind::Table
+            }
+        }
+    }
+}
+
+/// A PMD entry of a [`Vma`], for a PMD-aligned range inside it.
+///
+/// # Invariants
+///
+/// `pmd` points to the PMD entry that maps `haddr` in `vma`'s mm, which
+/// stays in place for `'a`; `haddr` is PMD-aligned and `[haddr, haddr +
+/// HPAGE_PMD_SIZE)` lies in `vma`.
+///
+/// # Examples
+///
+/// [`Pmd::lock`] holds the PMD lock until dropped; [`PmdLock::nest_table_lock`]
+/// adds the PTE table's lock unless it is the PMD lock itself (no split
+/// PTE locks), and releases both.
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// // Only PMD-aligned ranges inside the VMA have a `Pmd`.
+/// assert!(vma.find_pmd((ADDR + 4096) as _).is_none());
+/// assert!(vma.find_pmd((ADDR + HPAGE_PMD_SIZE) as _).is_none());
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// assert_eq!(PmdKind::of(pmd.get_lockless()), PmdKind::Table);
+///
+/// let pml = pmd.lock();
+/// let pml_ptr = pml.raw_lock();
+/// // SAFETY: the lock lives in the mm or its page tables, which outlive
+/// // `pmd`.
+/// let locked = |l| unsafe {
+///     // Taken by someone (this guard): a trylock fails without waiting.
+///     let free = bindings::spin_trylock(l) != 0;
+///     if free {
+///         bindings::spin_unlock(l);
+///     }
+///     !free
+/// };
+/// assert!(locked(pml_ptr));
+/// let both = pml.nest_table_lock().ok_or(EINVAL)?;
+/// let ptl_ptr = both.held_ptl();
+/// assert_eq!(both.raw_pml(), pml_ptr);
+/// assert_eq!(both.nested(), ptl_ptr != pml_ptr);
+/// assert!(locked(pml_ptr) && locked(ptl_ptr));
+/// drop(both);
+/// assert!(!locked(pml_ptr) && !locked(ptl_ptr));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct Pmd<'a> {
+    pmd: NonNull<bindings::pmd_t>,
+    vma: Vma<'a>,
+    haddr: c_ulong,
+}
+
+impl<'a> Pmd<'a> {
+    /// The PMD-aligned address the entry maps.
+    #[inline]
+    pub fn haddr(&self) -> c_ulong {
+        self.haddr
+    }
+
+    /// The VMA the entry was found for.
+    #[inline]
+    pub fn vma(&self) -> Vma<'a> {
+        self.vma
+    }
+
+    /// Returns the raw entry pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::pmd_t {
+        self.pmd.as_ptr()
+    }
+
+    /// `pmdp_get_lockless()`: the entry, read without its lock.
+    #[inline]
+    pub fn get_lockless(&self) -> bindings::pmd_t {
+        // SAFETY: the entry is valid (type invariant).
+        unsafe { bindings::pmdp_get_lockless(self.as_ptr()) }
+    }
+
+    /// Takes the entry's lock (`pmd_lock()`).
+    #[inline]
+    pub fn lock(&self) -> PmdLock<'_> {
+        // SAFETY: the entry is one of the mm's, and stays (type invariant).
+        let pml = unsafe { bindings::pmd_lock(self.vma.mm(), self.as_ptr()) };
+        // INVARIANT: pmd_lock() returns the lock it took, never NULL.
+        PmdLock {
+            // SAFETY: pmd_lock() never returns NULL.
+            pml: unsafe { NonNull::new_unchecked(pml) },
+            pmd: self,
+        }
+    }
+
+    /// Maps and locks the PTE table under the entry
+    /// (`pte_offset_map_lock()`); `None` if there is no table (any more).
+    #[inline]
+    pub fn map_lock(&self) -> Option<PteMapLock<'_>> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: the entry is the mm's for `haddr` (type invariant).
+        let ptes = unsafe {
+            bindings::__pte_offset_map_lock(self.vma.mm(), self.as_ptr(), self.haddr, &mut ptl)
+        };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` locked.
+        Some(PteMapLock {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            _pmd: PhantomData,
+        })
+    }
+
+    /// Maps the PTE table under the entry without taking its lock
+    /// (`pte_offset_map_nolock()`); `None` if there is no table.
+    #[inline]
+    pub fn map_nolock(&self) -> Option<PteMap<'_>> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: as in `map_lock`.
+        let ptes = unsafe {
+            bindings::pte_offset_map_nolock(self.vma.mm(), self.as_ptr(), self.haddr, &mut ptl)
+        };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` is its lock.
+        Some(PteMap {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            pmd: self,
+        })
+    }
+}
+
+/// Proof that a PTE table's lock is held.
+pub trait PtlHeld {
+    /// The PTE lock that is held.
+    fn held_ptl(&self) -> *mut bindings::spinlock_t;
+}
+
+/// `ptep_get()` of entry `i` of a PMD range's PTEs, or `None` past it.
+///
+/// # Safety
+///
+/// `ptes` must point to [`HPAGE_PMD_NR`] mapped PTEs.
+#[inline]
+unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings::pte_t> {
+    if i >= HPAGE_PMD_NR {
+        return None;
+    }
+    // x86 uses the generic ptep_get(), READ_ONCE(*ptep): a volatile read
+    // saves an out-of-line call per PTE. Elsewhere (arm64's contpte, ...)
+    // the arch's ptep_get() is called.
+    #[cfg(CONFIG_X86)]
+    // SAFETY: `i` is within the mapped entries (safety requirements), which
+    // are aligned `pte_t`s.
+    return Some(unsafe { read_once(ptes.as_ptr().add(i)) });
+    #[cfg(not(CONFIG_X86))]
+    // SAFETY: `i` is within the mapped entries (safety requirements).
+    return Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) });
+}
+
+/// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock
+/// held.
+///
+/// # Invariants
+///
+/// `ptes` points to the first of [`HPAGE_PMD_NR`] entries of a mapped PTE
+/// table (within an RCU read-side section started by the map), and `ptl`
+/// is that table's lock, held by this guard.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR + 4096, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// // SAFETY: the lock lives in the mm or its page tables, which outlive
+/// // `pmd`.
+/// let locked = |l| unsafe {
+///     // Taken by someone (this guard): a trylock fails without waiting.
+///     let free = bindings::spin_trylock(l) != 0;
+///     if free {
+///         bindings::spin_unlock(l);
+///     }
+///     !free
+/// };
+///
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// let ptl = ptes.raw_ptl();
+/// assert!(locked(ptl));
+/// // SAFETY: these only look at the values.
+/// unsafe {
+///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
+///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
+/// }
+/// assert!(ptes.get(HPAGE_PMD_NR).is_none());
+/// drop(ptes);
+/// assert!(!locked(ptl));
+///
+/// // Mapped without the lock, then locked alone; a PTE is only cleared
+/// // with a proof that this table's lock is held.
+/// let map = pmd.map_nolock().ok_or(EINVAL)?;
+/// assert!(!locked(ptl));
+/// let held = map.lock();
+/// assert_eq!(held.held_ptl(), ptl);
+/// assert!(locked(ptl));
+/// assert!(!map.clear(&held, HPAGE_PMD_NR));
+/// drop(held);
+/// assert!(!locked(ptl));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PteMapLock<'p> {
+    ptes: NonNull<bindings::pte_t>,
+    ptl: NonNull<bindings::spinlock_t>,
+    _pmd: PhantomData<&'p ()>,
+}
+
+impl PteMapLock<'_> {
+    /// Reads entry `i`, or `None` past the PMD range.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
+    }
+
+    /// Returns the held lock, for assertions.
+    #[inline]
+    pub fn raw_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl PtlHeld for PteMapLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PteMapLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: mapped and locked by this guard (type invariant), released
+        // in pte_unmap_unlock() order.
+        unsafe {
+            bindings::pte_unmap(self.ptes.as_ptr());
+            bindings::spin_unlock(self.ptl.as_ptr());
+        }
+    }
+}
+
+/// A PTE table mapped with `pte_offset_map_nolock()`: mapped, lock not
+/// taken. The lock is taken through [`PteMap::lock`] or
+/// [`PmdLock::nest_table_lock`].
+///
+/// # Invariants
+///
+/// `ptes` points to the first of [`HPAGE_PMD_NR`] entries of a mapped PTE
+/// table (within an RCU read-side section started by the map) under
+/// `pmd`, and `ptl` is that table's lock.
+pub struct PteMap<'p> {
+    ptes: NonNull<bindings::pte_t>,
+    ptl: NonNull<bindings::spinlock_t>,
+    pmd: &'p Pmd<'p>,
+}
+
+impl<'p> PteMap<'p> {
+    /// Takes the table's lock on its own (no PMD lock held).
+    ///
+    /// The returned guard may outlive the mapping: a held PTE lock keeps
+    /// the table attached, as nobody frees it without taking that lock.
+    #[inline]
+    pub fn lock(&self) -> PteLock<'p> {
+        // SAFETY: `ptl` is the lock of a live table (type invariant).
+        unsafe { bindings::spin_lock(self.ptl.as_ptr()) };
+        // INVARIANT: just locked.
+        PteLock {
+            ptl: self.ptl,
+            _pmd: PhantomData,
+        }
+    }
+
+    /// Reads entry `i`, or `None` past the PMD range.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
+    }
+
+    /// Clears entry `i` with `ptep_clear()`; the TLB flush is left to the
+    /// caller. Returns `false` (and does nothing) if `held` does not hold
+    /// this table's lock or `i` is out of range.
+    #[inline]
+    pub fn clear(&self, held: &impl PtlHeld, i: usize) -> bool {
+        if held.held_ptl() != self.ptl.as_ptr() || i >= HPAGE_PMD_NR {
+            return false;
+        }
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: `i` is within the mapped entries and the table's lock is
+        // held, so the entry cannot change under us.
+        unsafe {
+            bindings::ptep_clear(self.pmd.vma.mm(), addr, self.ptes.as_ptr().add(i));
+        }
+        true
+    }
+}
+
+impl Drop for PteMap<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: mapped by this guard (type invariant).
+        unsafe { bindings::pte_unmap(self.ptes.as_ptr()) };
+    }
+}
+
+/// A held PTE lock, taken alone (without the PMD lock).
+///
+/// # Invariants
+///
+/// `ptl` is a PTE table lock held by this guard.
+pub struct PteLock<'p> {
+    ptl: NonNull<bindings::spinlock_t>,
+    _pmd: PhantomData<&'p ()>,
+}
+
+impl PtlHeld for PteLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PteLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held by this guard (type invariant).
+        unsafe { bindings::spin_unlock(self.ptl.as_ptr()) };
+    }
+}
+
+/// A held PMD lock (`pmd_lock()`): the mm's `page_table_lock`, or the split
+/// lock of the PMD table.
+///
+/// # Invariants
+///
+/// `pml` is the lock `pmd_lock()` returned for `pmd`, held by this guard.
+pub struct PmdLock<'p> {
+    pml: NonNull<bindings::spinlock_t>,
+    pmd: &'p Pmd<'p>,
+}
+
+impl<'p> PmdLock<'p> {
+    /// Returns the held lock, for assertions.
+    #[inline]
+    pub fn raw_lock(&self) -> *mut bindings::spinlock_t {
+        self.pml.as_ptr()
+    }
+
+    /// Takes the lock of the PTE table this entry points to
+    /// (`pte_lockptr()`) nested inside the PMD lock, unless it is the same
+    /// lock (`SINGLE_DEPTH_NESTING` only when ptl != pml), and returns a
+    /// guard holding both that releases the PTE lock first.
+    ///
+    /// Returns `None`, releasing the PMD lock, if the entry does not point
+    /// to a PTE table.
+    #[inline]
+    pub fn nest_table_lock(self) -> Option<PmdPteLock<'p>> {
+        // SAFETY: the entry is valid, and stable while its lock is held.
+        let pmde = unsafe { read_once(self.pmd.as_ptr()) };
+        if PmdKind::of(pmde) != PmdKind::Table {
+            return None;
+        }
+        // SAFETY: the entry points to a PTE table, which cannot be freed
+        // while the PMD lock is held.
+        let ptl = unsafe { bindings::pte_lockptr(self.pmd.vma.mm(), self.pmd.as_ptr()) };
+        // SAFETY: pte_lockptr() never returns NULL.
+        let ptl = unsafe { NonNull::new_unchecked(ptl) };
+        let nested = if ptl == self.pml {
+            None
+        } else {
+            // SAFETY: `ptl` is the live table's lock, taken inside the PMD
+            // lock as the lock order requires.
+            unsafe {
+                bindings::spin_lock_nested(ptl.as_ptr(), bindings::SINGLE_DEPTH_NESTING as c_int)
+            };
+            Some(ptl)
+        };
+        // INVARIANT: `nested` is held if it is `Some`; otherwise `ptl` is
+        // the PMD lock itself, held by `self`.
+        Some(PmdPteLock {
+            nested,
+            ptl,
+            pml: self,
+        })
+    }
+}
+
+impl Drop for PmdLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held by this guard (type invariant).
+        unsafe { bindings::spin_unlock(self.pml.as_ptr()) };
+    }
+}
+
+/// The PMD lock and, nested inside it, the lock of the PTE table the entry
+/// points to.
+///
+/// # Invariants
+///
+/// `pml` holds the PMD lock and the entry points to a PTE table whose lock
+/// is `ptl`; `ptl` is held by this guard through `nested` when it differs
+/// from the PMD lock.
+pub struct PmdPteLock<'p> {
+    nested: Option<NonNull<bindings::spinlock_t>>,
+    ptl: NonNull<bindings::spinlock_t>,
+    pml: PmdLock<'p>,
+}
+
+impl<'p> PmdPteLock<'p> {
+    /// Whether the PTE lock was taken on its own, as opposed to being the
+    /// PMD lock.
+    #[inline]
+    pub fn nested(&self) -> bool {
+        self.nested.is_some()
+    }
+
+    /// Returns the PMD lock, for assertions.
+    #[inline]
+    pub fn raw_pml(&self) -> *mut bindings::spinlock_t {
+        self.pml.raw_lock()
+    }
+
+    /// Detaches the PTE table: `pmdp_collapse_flush()` of the entry, which
+    /// also flushes the TLB for its range, then `pmdp_get_lockless_sync()`.
+    /// The table must be freed with [`DetachedTable::free`] once the locks
+    /// (and any mmu_notifier invalidation) are released.
+    ///
+    /// # Safety
+    ///
+    /// No present PTE may be left in the table: each was cleared under this
+    /// table's lock with its rmap and references dropped, or the caller
+    /// knows that none can exist (a held lock on the only folio that may be
+    /// mapped there, with no anon_vma or uffd-wp on the VMA).
+    #[inline]
+    pub unsafe fn collapse_flush(&self) -> DetachedTable<'p> {
+        let pmd = self.pml.pmd;
+        // SAFETY: both locks are held (type invariant), the VMA maps the
+        // entry's range (`Pmd` invariant); the rest is the caller's promise.
+        let pgt_pmd =
+            unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
+        // SAFETY: no requirement beyond holding the PMD lock.
+        unsafe { bindings::pmdp_get_lockless_sync() };
+        // INVARIANT: detached just now, not freed.
+        DetachedTable {
+            pgt_pmd,
+            mm: pmd.vma.mm(),
+            haddr: pmd.haddr,
+            _pmd: PhantomData,
+        }
+    }
+}
+
+impl PtlHeld for PmdPteLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PmdPteLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(ptl) = self.nested {
+            // SAFETY: taken in `PmdLock::nest_table_lock` (type invariant).
+            unsafe { bindings::spin_unlock(ptl.as_ptr()) };
+        }
+        // `self.pml` is dropped after this, releasing the PMD lock.
+    }
+}
+
+/// A PTE table detached from its PMD entry by
+/// [`PmdPteLock::collapse_flush`], not yet freed.
+///
+/// # Invariants
+///
+/// `pgt_pmd` is the old entry of the PMD at `haddr` of `mm`, pointing to a
+/// table that is no longer reachable from the mm's page tables and has not
+/// been freed.
+#[must_use = "a detached page table leaks unless freed"]
+pub struct DetachedTable<'p> {
+    pgt_pmd: bindings::pmd_t,
+    mm: *mut bindings::mm_struct,
+    haddr: c_ulong,
+    _pmd: PhantomData<&'p ()>,
+}
+
+impl DetachedTable<'_> {
+    /// Accounts for the table and frees it after an RCU grace period
+    /// (`mm_dec_nr_ptes()`, `page_table_check_pte_clear_range()`,
+    /// `pte_free_defer()`), so that lockless walkers still see a valid
+    /// table. Call it with no spinlock held.
+    #[inline]
+    pub fn free(self) {
+        // SAFETY: the table is detached and not freed (type invariant), and
+        // the mm is live while the `Pmd` it came from is borrowed.
+        unsafe {
+            bindings::mm_dec_nr_ptes(self.mm);
+            bindings::page_table_check_pte_clear_range(self.mm, self.haddr, self.pgt_pmd);
+            bindings::pte_free_defer(self.mm, bindings::pmd_pgtable(self.pgt_pmd));
+        }
+    }
+}
+
+/// An mmu_notifier range, set up for `MMU_NOTIFY_CLEAR` of a PMD range.
+///
+/// It stays in place while an invalidation is in progress: the
+/// [`MmuInvalidation`] guard borrows it.
+pub struct MmuNotifierRange {
+    range: bindings::mmu_notifier_range,
+}
+
+impl MmuNotifierRange {
+    /// `mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, haddr, haddr +
+    /// HPAGE_PMD_SIZE)` for the range of `pmd`.
+    #[inline]
+    pub fn pmd_clear(pmd: &Pmd<'_>) -> Self {
+        let mut this = Self {
+            range: Default::default(),
+        };
+        // SAFETY: `range` is ours to initialise; the mm is live.
+        unsafe {
+            bindings::mmu_notifier_range_init(
+                &mut this.range,
+                bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR,
+                0,
+                pmd.vma.mm(),
+                pmd.haddr,
+                pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+            )
+        };
+        this
+    }
+
+    /// `mmu_notifier_invalidate_range_start()`; the guard ends it. Call it
+    /// with no spinlock held: the notifiers may sleep.
+    #[inline]
+    pub fn start(&mut self) -> MmuInvalidation<'_> {
+        // SAFETY: the range is initialised.
+        unsafe { bindings::mmu_notifier_invalidate_range_start(&mut self.range) };
+        // INVARIANT: started just now.
+        MmuInvalidation { range: self }
+    }
+}
+
+/// An mmu_notifier invalidation in progress.
+///
+/// # Invariants
+///
+/// `mmu_notifier_invalidate_range_start()` was called on `range` and the
+/// matching end has not been.
+pub struct MmuInvalidation<'a> {
+    range: &'a mut MmuNotifierRange,
+}
+
+impl Drop for MmuInvalidation<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: started and not yet ended (type invariant).
+        unsafe { bindings::mmu_notifier_invalidate_range_end(&mut self.range.range) };
+    }
+}
+
+/// An RCU read-side critical section (`rcu_read_lock()`).
+///
+/// # Invariants
+///
+/// This guard is inside an RCU read-side section it started.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::guard::RcuReadGuard};
+///
+/// // SAFETY: no requirements.
+/// let held = || unsafe { bindings::rcu_read_lock_held() } != 0;
+/// assert!(!held());
+/// let rcu = RcuReadGuard::new();
+/// assert!(held());
+/// drop(rcu);
+/// assert!(!held());
+/// ```
+pub struct RcuReadGuard {
+    // Not `Send`: the section ends on the CPU/task that began it.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl RcuReadGuard {
+    /// Enters an RCU read-side critical section.
+    #[inline]
+    pub fn new() -> Self {
+        // SAFETY: always allowed; nested sections are fine.
+        unsafe { bindings::rcu_read_lock() };
+        // INVARIANT: started just now.
+        Self {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Default for RcuReadGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RcuReadGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: started by this guard (type invariant).
+        unsafe { bindings::rcu_read_unlock() };
+    }
+}
+
+/// A user address space of its own for the current kernel thread: the mm
+/// the doctests of this module run against.
+///
+/// # Invariants
+///
+/// `mm` came from `mm_alloc()`, this guard owns its `mm_users` reference,
+/// and it is the current kthread's mm (`kthread_use_mm()`) until drop.
+#[cfg(CONFIG_KUNIT)]
+pub struct KthreadMm {
+    mm: NonNull<bindings::mm_struct>,
+    // Not `Send`: tied to the current kthread.
+    _not_send: PhantomData<*mut ()>,
+}
+
+#[cfg(CONFIG_KUNIT)]
+impl KthreadMm {
+    /// Allocates an empty mm and makes it the current kthread's.
+    ///
+    /// Fails with `EINVAL` outside a kthread or in one that already uses
+    /// an mm.
+    pub fn new() -> Result<Self> {
+        // SAFETY: `current` is always valid.
+        let (flags, cur_mm) = unsafe {
+            let task = bindings::get_current();
+            ((*task).flags, (*task).mm)
+        };
+        if flags & bindings::PF_KTHREAD == 0 || !cur_mm.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: no requirements.
+        let mm = NonNull::new(unsafe { bindings::mm_alloc() }).ok_or(ENOMEM)?;
+        // SAFETY: a kthread without an mm (checked above); `mm` is live.
+        unsafe { bindings::kthread_use_mm(mm.as_ptr()) };
+        // INVARIANT: allocated and adopted just now.
+        Ok(Self {
+            mm,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Maps `len` bytes of private (or, if `shared`, shmem-backed shared)
+    /// anonymous memory read-write at `addr`, with `vm_mmap()`.
+    pub fn map_anon(&self, addr: usize, len: usize, shared: bool) -> Result {
+        let flags = bindings::MAP_ANONYMOUS
+            | bindings::MAP_FIXED_NOREPLACE
+            | if shared {
+                bindings::MAP_SHARED
+            } else {
+                bindings::MAP_PRIVATE
+            };
+        // SAFETY: the mm is the current one (type invariant) and no mmap
+        // lock is held here.
+        let ret = unsafe {
+            bindings::vm_mmap(
+                core::ptr::null_mut(),
+                addr as c_ulong,
+                len as c_ulong,
+                (bindings::PROT_READ | bindings::PROT_WRITE) as c_ulong,
+                flags as c_ulong,
+                0,
+            )
+        };
+        if ret != addr as c_ulong {
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at user address `addr`, faulting the pages in.
+    pub fn write(&self, addr: usize, data: &[u8]) -> Result {
+        crate::uaccess::UserSlice::new(addr, data.len())
+            .writer()
+            .write_slice(data)
+    }
+
+    /// Takes the mmap lock for reading.
+    pub fn mmap_read(&self) -> MmapReadGuard<'_> {
+        // SAFETY: the guard owns a reference on the mm (type invariant).
+        unsafe { MmapReadGuard::lock(self.mm) }
+    }
+
+    /// Takes the mmap lock for writing.
+    pub fn mmap_write(&self) -> MmapWriteGuard<'_> {
+        // SAFETY: the guard owns a reference on the mm (type invariant).
+        unsafe { MmapWriteGuard::lock(self.mm) }
+    }
+
+    /// Returns `&mm->mmap_lock`, for assertions.
+    pub fn raw_mmap_lock(&self) -> *mut bindings::rw_semaphore {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*self.mm.as_ptr()).__bindgen_anon_1.mmap_lock) }
+    }
+}
+
+#[cfg(CONFIG_KUNIT)]
+impl Drop for KthreadMm {
+    fn drop(&mut self) {
+        // SAFETY: adopted in `new` and still current; our `mm_users`
+        // reference is dropped last, which tears the mappings down.
+        unsafe {
+            bindings::kthread_unuse_mm(self.mm.as_ptr());
+            bindings::mmput(self.mm.as_ptr());
+        }
+    }
+}

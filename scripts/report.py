@@ -18,6 +18,7 @@ import sys
 TEST_SUITES = [
     "collapse",
     "uprobe",
+    "retract",
     "upstream-madvise-anon", "upstream-madvise-shmem", "upstream-madvise-file",
     "upstream-khugepaged-anon", "upstream-khugepaged-shmem", "upstream-khugepaged-file",
     "tester",

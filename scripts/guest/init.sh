@@ -22,6 +22,11 @@ fi
 THP=/sys/kernel/mm/transparent_hugepage
 echo "@@GUEST $(uname -r) $(uname -m) impl=$(cat $THP/khugepaged/impl 2>/dev/null)"
 echo "@@CMDLINE $(cat /proc/cmdline)"
+# KUnit ran at boot (the kernel crate's doctests, kernel::mm::guard among
+# them), below the console loglevel: copy its KTAP from the log buffer.
+echo "@@KUNIT"
+dmesg | awk '/KTAP version/ { on = 1 } on { print } /^\[[ 0-9.]+\] (not )?ok [0-9]+ rust_doctests_kernel/ { on = 0 }'
+echo "@@KUNIT_END"
 
 IMPLS=$(sed 's/[][]//g' $THP/khugepaged/impl 2>/dev/null || echo c)
 for impl in $(echo "$IMPLS" | tr ' ' '\n' | sort); do

@@ -95,13 +95,18 @@ static int retract_stats(const char *impl, long *calls, long *tables)
 	char line[256], name[32];
 	FILE *f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
 	int found = -1;
+	long c, t;
 
 	if (!f)
 		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%31s retract_page_tables %ld %ld", name, calls,
-			   tables) == 3 && !strcmp(name, impl))
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%31s retract_page_tables %ld %ld", name, &c,
+			   &t) == 3 && !strcmp(name, impl)) {
+			*calls = c;
+			*tables = t;
 			found = 0;
+		}
+	}
 	fclose(f);
 	return found;
 }

@@ -6,6 +6,8 @@
 
 Per row: the median, min and max per implementation, the Rust/C ratio of
 the medians, and its spread (the ratio's range over the paired rounds).
+Then the kernel profile of the re-collapse rows (khugepaged_bench
+--profile): cpu-clock samples per function and iteration, C beside Rust.
 """
 import csv
 import json
@@ -53,6 +55,64 @@ def parse(log):
     return data, platform
 
 
+def parse_profile(log):
+    """{row: {"iters": {impl: n}, "period": ns, "samples": {impl: {sym: n}}}}."""
+    prof = {}
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = re.search(r"@@PROF row=(\S+) impl=(\S+) sym=(\S+) samples=(\d+)", line)
+            if m:
+                row = prof.setdefault(m.group(1), {"iters": {}, "samples": {}})
+                row["samples"].setdefault(m.group(2), {})[m.group(3)] = int(m.group(4))
+            m = re.search(r"@@PROFDONE row=(\S+) iterations_c=(\d+) iterations_rust=(\d+) "
+                          r"period_ns=(\d+) lost=(\d+)", line)
+            if m:
+                row = prof.setdefault(m.group(1), {"iters": {}, "samples": {}})
+                row["iters"] = {"c": int(m.group(2)), "rust": int(m.group(3))}
+                row["period"], row["lost"] = int(m.group(4)), int(m.group(5))
+    return prof
+
+
+# Kernel functions grouped by what they are, for the profile summary.
+def group(sym):
+    if sym.startswith("rust_helper_"):
+        return "rust helpers (out-of-line static inlines)"
+    if sym.startswith(("rust_collapse", "rust_retract", "_RN")):
+        return "Rust khugepaged code"
+    if sym in ("c_collapse_pte_mapped_thp", "collapse_pte_mapped_thp"):
+        return "C collapse_pte_mapped_thp"
+    return "other kernel (common C)"
+
+
+def print_profile(prof, top=14):
+    for row, p in prof.items():
+        iters = p.get("iters", {})
+        if not iters.get("c") or not iters.get("rust"):
+            print(f"profile {row}: incomplete")
+            continue
+        us = p["period"] / 1000
+        per = {i: {s: n / iters[i] for s, n in p["samples"].get(i, {}).items()} for i in ("c", "rust")}
+        tot = {i: sum(per[i].values()) for i in per}
+        print()
+        print(f"profile {row}: kernel cpu-clock samples per MADV_COLLAPSE "
+              f"(1 sample = {us:.0f} us; {iters['c']} C, {iters['rust']} Rust iterations, "
+              f"{p.get('lost', 0)} lost)")
+        print(f"  {'total':<44} {tot['c']:>8.2f} {tot['rust']:>8.2f}  Rust/C {tot['rust'] / tot['c']:.3f}"
+              if tot["c"] else "  (no C samples)")
+        groups = {}
+        for i in per:
+            for sym, n in per[i].items():
+                groups.setdefault(group(sym), {"c": 0, "rust": 0})[i] += n
+        print(f"  {'group':<44} {'C':>8} {'Rust':>8}")
+        for g, v in sorted(groups.items(), key=lambda kv: -max(kv[1].values())):
+            print(f"  {g:<44} {v['c']:>8.2f} {v['rust']:>8.2f}")
+        syms = sorted(set(per["c"]) | set(per["rust"]),
+                      key=lambda s: -max(per["c"].get(s, 0), per["rust"].get(s, 0)))
+        print(f"  {'function':<44} {'C':>8} {'Rust':>8}")
+        for sym in syms[:top]:
+            print(f"  {sym[:44]:<44} {per['c'].get(sym, 0):>8.2f} {per['rust'].get(sym, 0):>8.2f}")
+
+
 def slope(points):
     """Least-squares slope of ns over VMA count, in us per VMA."""
     n = len(points)
@@ -95,7 +155,9 @@ def main():
             pts = [(n, statistics.median(data[f"retract-{n}"][impl]))
                    for n in (1, 16, 256) if impl in data.get(f"retract-{n}", {})]
             slopes[impl] = slope(pts)
-        summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes}
+        prof = parse_profile(log)
+        summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes,
+                         "profile": prof}
 
         print()
         print(f"{arch} ({platform}{': emulated time, only the ratio means something' if platform == 'TCG' else ''}); "
@@ -115,6 +177,8 @@ def main():
         if s.get("c") is not None and s.get("rust") is not None:
             print(f"retract slope (collapse + retract time per extra VMA): C {s['c']:.2f} us/VMA, "
                   f"Rust {s['rust']:.2f} us/VMA")
+
+        print_profile(prof)
 
         base = os.path.join(outdir, f"bench-{arch}-{stamp}")
         with open(base + ".csv", "w", newline="") as f:

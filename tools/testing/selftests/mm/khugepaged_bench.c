@@ -8,15 +8,26 @@
  *
  * Usage: khugepaged_bench ROUNDS WARMUP [DIR]
  *   DIR: ext4 directory for the file rows (skipped without it).
+ *
+ * Profile: khugepaged_bench --profile ITERATIONS [DIR]
+ *   Re-collapses a PTE-mapped shmem (and file) THP ITERATIONS times per
+ *   implementation, sampling the kernel's instruction pointer with a
+ *   cpu-clock perf event enabled only around MADV_COLLAPSE, and prints the
+ *   samples per kernel function (from /proc/kallsyms):
+ *
+ *   @@PROF row=ROW impl=IMPL sym=SYMBOL samples=N
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +101,21 @@ static int make_file(const char *path, size_t len, bool keep)
 	return fd;
 }
 
+/*
+ * Splits the PMD mapping of the THP at @p by an mprotect() of one page and
+ * faults it all in while split: PTE-mapped, ready for a re-collapse.
+ */
+static bool pte_map(char *p, bool is_file)
+{
+	int prot = is_file ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
+	const char *field = is_file ? "FilePmdMapped:" : "ShmemPmdMapped:";
+
+	mprotect(p + PAGE, PAGE, PROT_READ | (is_file ? 0 : PROT_EXEC));
+	touch(p, PMD_SIZE);
+	mprotect(p + PAGE, PAGE, prot);
+	return smaps_field(p, field) == 0 && smaps_field(p, "Rss:") == 2048;
+}
+
 /* 2. and 3. shmem and file: collapse_file + retract; then re-collapse. */
 static void bench_shared(const char *mem)
 {
@@ -127,11 +153,7 @@ static void bench_shared(const char *mem)
 	if (ns >= 0 && smaps_field(p, field) == 2048)
 		report(row, ns, 0);
 
-	/* PTE-mapped THP: split by mprotect(), faulted in while split. */
-	mprotect(p + PAGE, PAGE, PROT_READ | (is_file ? 0 : PROT_EXEC));
-	touch(p, PMD_SIZE);
-	mprotect(p + PAGE, PAGE, prot);
-	if (smaps_field(p, field) == 0 && smaps_field(p, "Rss:") == 2048) {
+	if (pte_map(p, is_file)) {
 		ns = timed_collapse(p, PMD_SIZE);
 		snprintf(row, sizeof(row), "%s-pte-mapped", mem);
 		if (ns >= 0 && smaps_field(p, field) == 2048)
@@ -312,7 +334,197 @@ static void bench_scan(void)
 	munmap(p, len);
 }
 
-int main(int argc, char **argv)
+/* Kernel text symbols, sorted by address, for the profile. */
+struct ksym {
+	unsigned long addr;
+	char name[128];
+};
+
+static struct ksym *ksyms;
+static size_t nr_ksyms;
+
+static int ksym_cmp(const void *a, const void *b)
+{
+	const struct ksym *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static int load_ksyms(void)
+{
+	char line[256], name[128], type;
+	unsigned long addr;
+	size_t cap = 0;
+	FILE *f = fopen("/proc/kallsyms", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx %c %127s", &addr, &type, name) != 3 ||
+		    (type != 't' && type != 'T') || !addr)
+			continue;
+		if (nr_ksyms == cap) {
+			cap = cap ? 2 * cap : 4096;
+			ksyms = realloc(ksyms, cap * sizeof(*ksyms));
+			if (!ksyms)
+				return -1;
+		}
+		ksyms[nr_ksyms].addr = addr;
+		snprintf(ksyms[nr_ksyms].name, sizeof(ksyms->name), "%s", name);
+		nr_ksyms++;
+	}
+	fclose(f);
+	qsort(ksyms, nr_ksyms, sizeof(*ksyms), ksym_cmp);
+	return nr_ksyms ? 0 : -1;
+}
+
+/* Index of the symbol containing @ip, or -1. */
+static long ksym_of(unsigned long ip)
+{
+	size_t lo = 0, hi = nr_ksyms;
+
+	if (!nr_ksyms || ip < ksyms[0].addr)
+		return -1;
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ksyms[mid].addr <= ip)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+#define PROF_PAGES	64	/* ring buffer, plus one header page */
+#define PROF_PERIOD_NS	20000
+
+/* A cpu-clock sampling event on this thread, kernel IPs only, disabled. */
+static int prof_open(void **ring)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.size = sizeof(attr),
+		.config = PERF_COUNT_SW_CPU_CLOCK,
+		.sample_period = PROF_PERIOD_NS,
+		.sample_type = PERF_SAMPLE_IP,
+		.disabled = 1,
+		.exclude_user = 1,
+		.exclude_hv = 1,
+	};
+	int fd = syscall(__NR_perf_event_open, &attr, 0, -1, -1, 0);
+
+	if (fd < 0)
+		return -1;
+	*ring = mmap(NULL, (PROF_PAGES + 1) * PAGE, PROT_READ | PROT_WRITE,
+		     MAP_SHARED, fd, 0);
+	if (*ring == MAP_FAILED) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Adds the samples in the ring to @counts (per symbol); returns lost ones. */
+static long prof_drain(void *ring, long *counts)
+{
+	struct perf_event_mmap_page *pg = ring;
+	char *data = (char *)ring + PAGE;
+	uint64_t size = PROF_PAGES * PAGE, head, tail = pg->data_tail;
+	long lost = 0;
+
+	head = __atomic_load_n(&pg->data_head, __ATOMIC_ACQUIRE);
+	while (tail < head) {
+		struct perf_event_header *h = (void *)(data + tail % size);
+
+		if (h->type == PERF_RECORD_SAMPLE) {
+			uint64_t ip = *(uint64_t *)(data + (tail + sizeof(*h)) % size);
+			long k = ksym_of(ip);
+
+			if (k >= 0)
+				counts[k]++;
+		} else if (h->type == PERF_RECORD_LOST) {
+			lost++;
+		}
+		tail += h->size;
+	}
+	__atomic_store_n(&pg->data_tail, tail, __ATOMIC_RELEASE);
+	return lost;
+}
+
+/* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
+static void profile(const char *mem, int iters)
+{
+	static const char * const impls[] = { "c", "rust" };
+	bool is_file = !strcmp(mem, "file");
+	const char *field = is_file ? "FilePmdMapped:" : "ShmemPmdMapped:";
+	int prot = is_file ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
+	long *counts = calloc(2 * nr_ksyms, sizeof(long));
+	long done[2] = { 0 }, lost = 0;
+	char row[32], *p = NULL;
+	void *ring;
+	int fd, pfd;
+
+	if (is_file) {
+		char path[4096];
+
+		if (!dir)
+			return;
+		snprintf(path, sizeof(path), "%s/prof.%d", dir, getpid());
+		fd = make_file(path, PMD_SIZE, false);
+	} else {
+		fd = memfd_create("prof", 0);
+		if (fd >= 0 && ftruncate(fd, PMD_SIZE))
+			fd = -1;
+	}
+	pfd = prof_open(&ring);
+	if (fd < 0 || pfd < 0 || !counts) {
+		printf("# %s %s: setup failed\n", __func__, mem);
+		goto out;
+	}
+	p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED, fd);
+	if (!p)
+		goto out;
+	if (is_file)
+		touch(p, PMD_SIZE);
+	else
+		memset(p, 2, PMD_SIZE);
+	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+	if (madvise(p, PMD_SIZE, MADV_COLLAPSE) || smaps_field(p, field) != 2048)
+		goto out;
+	snprintf(row, sizeof(row), "%s-pte-mapped", mem);
+	for (int i = 0; i < 2 * iters; i++) {
+		int which = (i + i / 2) % 2;	/* C, Rust, Rust, C, ... */
+
+		if (write_str(KHUGEPAGED "impl", impls[which], 0) ||
+		    !pte_map(p, is_file))
+			goto out;
+		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
+		if (madvise(p, PMD_SIZE, MADV_COLLAPSE))
+			goto out;
+		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
+		lost += prof_drain(ring, counts + which * nr_ksyms);
+		done[which]++;
+	}
+	for (int which = 0; which < 2; which++)
+		for (size_t k = 0; k < nr_ksyms; k++)
+			if (counts[which * nr_ksyms + k])
+				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
+				       row, impls[which], ksyms[k].name,
+				       counts[which * nr_ksyms + k]);
+	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
+	       row, done[0], done[1], PROF_PERIOD_NS, lost);
+out:
+	if (p)
+		munmap(p, PMD_SIZE);
+	if (pfd >= 0)
+		close(pfd);
+	if (fd >= 0)
+		close(fd);
+	free(counts);
+}
+
+static int bench(int argc, char **argv)
 {
 	static const char * const impls[] = { "c", "rust" };
 	int rounds = argc > 1 ? atoi(argv[1]) : 9;
@@ -344,4 +556,20 @@ int main(int argc, char **argv)
 		}
 	}
 	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 2 && !strcmp(argv[1], "--profile")) {
+		dir = argc > 3 ? argv[3] : NULL;
+		setbuf(stdout, NULL);
+		if (load_ksyms()) {
+			printf("# no /proc/kallsyms\n");
+			return 1;
+		}
+		profile("shmem", atoi(argv[2]));
+		profile("file", atoi(argv[2]));
+		return 0;
+	}
+	return bench(argc, argv);
 }

@@ -17,6 +17,7 @@
 mod collapse;
 mod retract;
 mod scan;
+mod scan_file;
 
 use core::ptr::NonNull;
 use kernel::{
@@ -66,4 +67,29 @@ pub unsafe extern "C" fn rust_retract_page_tables(
     // SAFETY: the caller's file reference keeps the mapping live.
     let mapping = unsafe { Mapping::from_raw(mapping) };
     retract::retract_page_tables(&mapping, pgoff)
+}
+
+/// Rust `hpage_collapse_scan_file()`: same contract and results as the C
+/// one (see `mm/khugepaged.c`).
+///
+/// # Safety
+///
+/// `file` must be referenced by the caller, who holds no mmap lock, `cc`
+/// must point to the caller's collapse control, and `mm` must map `file`
+/// at `addr`.
+#[no_mangle]
+pub unsafe extern "C" fn rust_hpage_collapse_scan_file(
+    mm: *mut bindings::mm_struct,
+    addr: c_ulong,
+    file: *mut bindings::file,
+    start: c_ulong,
+    cc: *mut bindings::collapse_control,
+) -> c_int {
+    let (Some(file), Some(mut cc)) = (NonNull::new(file), NonNull::new(cc)) else {
+        return scan::SCAN_FAIL as c_int;
+    };
+    // SAFETY: `cc` is the caller's, not used elsewhere during the call.
+    let cc = unsafe { cc.as_mut() };
+    // SAFETY: by this function's safety requirements.
+    unsafe { scan_file::hpage_collapse_scan_file(mm, addr, file, start, cc) as c_int }
 }

@@ -30,4 +30,10 @@ scan_results! {
     SCAN_PAGE_COMPOUND => scan_result_SCAN_PAGE_COMPOUND,
     SCAN_VMA_CHECK => scan_result_SCAN_VMA_CHECK,
     SCAN_PTE_ANON_COW => scan_result_SCAN_PTE_ANON_COW,
+    SCAN_PTE_MAPPED_HUGEPAGE => scan_result_SCAN_PTE_MAPPED_HUGEPAGE,
+    SCAN_EXCEED_NONE_PTE => scan_result_SCAN_EXCEED_NONE_PTE,
+    SCAN_EXCEED_SWAP_PTE => scan_result_SCAN_EXCEED_SWAP_PTE,
+    SCAN_SCAN_ABORT => scan_result_SCAN_SCAN_ABORT,
+    SCAN_PAGE_LRU => scan_result_SCAN_PAGE_LRU,
+    SCAN_PAGE_COUNT => scan_result_SCAN_PAGE_COUNT,
 }

@@ -13,10 +13,14 @@
 #include <linux/pagemap.h>
 #include <linux/pgtable.h>
 #include <linux/rcupdate.h>
+#include <linux/rcupdate_wait.h>
 #include <linux/rmap.h>
 #include <linux/rwsem.h>
+#include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/userfaultfd_k.h>
+#include <linux/vmstat.h>
+#include <linux/xarray.h>
 #include <asm/tlbflush.h>
 
 #ifdef CONFIG_TRANSPARENT_HUGEPAGE
@@ -135,6 +139,88 @@ void rust_helper_anon_vma_unlock_write(struct anon_vma *anon_vma)
 bool rust_helper_folio_test_locked(const struct folio *folio)
 {
 	return folio_test_locked(folio);
+}
+
+bool rust_helper_folio_test_lru(const struct folio *folio)
+{
+	return folio_test_lru(folio);
+}
+
+bool rust_helper_folio_test_anon(const struct folio *folio)
+{
+	return folio_test_anon(folio);
+}
+
+bool rust_helper_folio_test_swapcache(const struct folio *folio)
+{
+	return folio_test_swapcache(folio);
+}
+
+bool rust_helper_folio_test_private(const struct folio *folio)
+{
+	return folio_test_private(folio);
+}
+
+int rust_helper_folio_mapcount(const struct folio *folio)
+{
+	return folio_mapcount(folio);
+}
+
+long rust_helper_folio_nr_pages(const struct folio *folio)
+{
+	return folio_nr_pages(folio);
+}
+
+int rust_helper_folio_ref_count(const struct folio *folio)
+{
+	return folio_ref_count(folio);
+}
+
+unsigned long rust_helper_folio_pfn(struct folio *folio)
+{
+	return folio_pfn(folio);
+}
+
+int rust_helper_folio_nid(const struct folio *folio)
+{
+	return folio_nid(folio);
+}
+
+/* Page cache walks */
+
+void rust_helper_xa_state_init(struct xa_state *xas, struct xarray *xa,
+			       unsigned long index)
+{
+	XA_STATE(init, xa, index);
+
+	*xas = init;
+}
+
+bool rust_helper_xas_retry(struct xa_state *xas, const void *entry)
+{
+	return xas_retry(xas, entry);
+}
+
+bool rust_helper_xa_is_value(const void *entry)
+{
+	return xa_is_value(entry);
+}
+
+/* Scheduling, statistics */
+
+bool rust_helper_need_resched(void)
+{
+	return need_resched();
+}
+
+void rust_helper_cond_resched_rcu(void)
+{
+	cond_resched_rcu();
+}
+
+void rust_helper_count_vm_event(enum vm_event_item item)
+{
+	count_vm_event(item);
 }
 
 struct folio *rust_helper_filemap_lock_folio(struct address_space *mapping,

@@ -1499,6 +1499,16 @@ impl RcuReadGuard {
             _not_send: PhantomData,
         }
     }
+
+    /// `cond_resched_rcu()`: leaves the section for a moment to let the CPU
+    /// go (nothing to do in a preemptible kernel) and enters it again.
+    /// Nothing found under the section before may be used after.
+    #[inline]
+    pub fn cond_resched(&mut self) {
+        // SAFETY: inside the section (type invariant), which the callee
+        // leaves and enters again.
+        unsafe { bindings::cond_resched_rcu() };
+    }
 }
 
 impl Default for RcuReadGuard {

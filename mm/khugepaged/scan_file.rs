@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `hpage_collapse_scan_file()`: decide whether the PMD-sized range of a
+//! file or shmem mapping that starts at page `start` can be collapsed, and
+//! collapse it with the C `collapse_file()`.
+//!
+//! Same checks, results, counters and tracepoint as the C reference in
+//! `mm/khugepaged.c` (6.12). The page cache is walked under RCU, without
+//! the mmap lock (the caller dropped it and holds a file reference): swap
+//! entries are counted against `max_ptes_swap` (khugepaged only), a
+//! PMD-sized folio at `start` means the range is already a THP
+//! (`SCAN_PTE_MAPPED_HUGEPAGE`, for `collapse_pte_mapped_thp()`), and
+//! every other folio must be on the LRU with no reference beyond its
+//! mappings and the page cache, from a node the NUMA policy lets us use.
+
+use core::ptr::NonNull;
+use kernel::bindings;
+use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::mm::guard::{RcuReadGuard, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+
+use crate::scan::*;
+
+/// A page-cache walk (`struct xa_state`) inside its own RCU read-side
+/// section.
+///
+/// # Invariants
+///
+/// `xas` walks the `i_pages` of a mapping that stays live while the walk
+/// exists; the entries it returns are only valid until the next call of
+/// [`XaWalk::next`] or [`XaWalk::pause_resched`], or the walk's end.
+struct XaWalk {
+    xas: bindings::xa_state,
+    rcu: RcuReadGuard,
+}
+
+impl XaWalk {
+    /// `rcu_read_lock()` and `XA_STATE(xas, &mapping->i_pages, index)`.
+    ///
+    /// # Safety
+    ///
+    /// `mapping` must stay live while the walk exists.
+    unsafe fn new(mapping: NonNull<bindings::address_space>, index: c_ulong) -> Self {
+        let mut xas = bindings::xa_state::default();
+        // SAFETY: `xas` is ours; the mapping is live (safety requirements).
+        unsafe {
+            bindings::xa_state_init(
+                &mut xas,
+                core::ptr::addr_of_mut!((*mapping.as_ptr()).i_pages),
+                index,
+            )
+        };
+        // INVARIANT: as the safety requirements.
+        Self {
+            xas,
+            rcu: RcuReadGuard::new(),
+        }
+    }
+
+    /// The next present entry up to index `max` (`xas_find()`, which
+    /// `xas_for_each()` falls back to), with retry and zero entries
+    /// skipped (`xas_retry()`).
+    fn next(&mut self, max: c_ulong) -> Option<NonNull<c_void>> {
+        loop {
+            // SAFETY: a live walk inside an RCU section (type invariant).
+            let entry = NonNull::new(unsafe { bindings::xas_find(&mut self.xas, max) })?;
+            // SAFETY: as above; `xas_retry()` resets the walk if needed.
+            if !unsafe { bindings::xas_retry(&mut self.xas, entry.as_ptr()) } {
+                return Some(entry);
+            }
+        }
+    }
+
+    /// `xas_get_order()` of the entry just returned.
+    fn order(&mut self) -> u32 {
+        // SAFETY: a live walk inside an RCU section (type invariant).
+        unsafe { bindings::xas_get_order(&mut self.xas) as u32 }
+    }
+
+    /// `xas_pause()` and `cond_resched_rcu()`: lets the CPU go, leaving
+    /// the RCU section for a moment; the walk goes on from the next index.
+    fn pause_resched(&mut self) {
+        // SAFETY: a live walk (type invariant).
+        unsafe { bindings::xas_pause(&mut self.xas) };
+        self.rcu.cond_resched();
+    }
+}
+
+/// `is_refcount_suitable()`: the folio has no reference beyond its
+/// mappings, the page (or swap) cache and its private data.
+///
+/// # Safety
+///
+/// `folio` must be a live folio (here: found under RCU in the page cache;
+/// the checks are racy, as in C, and repeated by `collapse_file()`).
+unsafe fn is_refcount_suitable(folio: *mut bindings::folio) -> bool {
+    // SAFETY: `folio` is live (safety requirements).
+    unsafe {
+        let mut expected = bindings::folio_mapcount(folio);
+        if !bindings::folio_test_anon(folio) || bindings::folio_test_swapcache(folio) {
+            expected += bindings::folio_nr_pages(folio) as c_int;
+        }
+        if bindings::folio_test_private(folio) {
+            expected += 1;
+        }
+        bindings::folio_ref_count(folio) == expected
+    }
+}
+
+/// Rust `hpage_collapse_scan_file()`: see the module documentation.
+///
+/// # Safety
+///
+/// As the C function: `file` is referenced by the caller, who holds no
+/// mmap lock; `cc` is the caller's collapse control; `mm` is the mm that
+/// maps `file` at `addr` (used for `collapse_file()` and the tracepoint).
+pub(crate) unsafe fn hpage_collapse_scan_file(
+    mm: *mut bindings::mm_struct,
+    addr: c_ulong,
+    file: NonNull<bindings::file>,
+    start: c_ulong,
+    cc: &mut bindings::collapse_control,
+) -> ScanResult {
+    // SAFETY: the caller holds a reference on `file`.
+    let Some(mapping) = NonNull::new(unsafe { (*file.as_ptr()).f_mapping }) else {
+        return SCAN_FAIL;
+    };
+    let last = start + HPAGE_PMD_NR as c_ulong - 1;
+    let mut present: c_int = 0;
+    let mut swap: c_int = 0;
+    let mut result = SCAN_SUCCEED;
+    let mut failed_pfn: c_ulong = !0;
+
+    cc.node_load = [0; bindings::MAX_NUMNODES as usize];
+    cc.alloc_nmask = Default::default();
+
+    // SAFETY: the file reference keeps the mapping live.
+    let mut xas = unsafe { XaWalk::new(mapping, start) };
+    while let Some(entry) = xas.next(last) {
+        // SAFETY: `xa_is_value()` only looks at the pointer value.
+        if unsafe { bindings::xa_is_value(entry.as_ptr()) } {
+            swap += 1 << xas.order();
+            // SAFETY: a plain read of a sysfs knob, as C does.
+            if cc.is_khugepaged && swap as u32 > unsafe { bindings::khugepaged_max_ptes_swap } {
+                result = SCAN_EXCEED_SWAP_PTE;
+                // SAFETY: no requirements.
+                unsafe {
+                    bindings::count_vm_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE)
+                };
+                break;
+            }
+            continue;
+        }
+
+        let folio = entry.as_ptr().cast::<bindings::folio>();
+        // SAFETY: a non-value entry of the page cache is a folio, live
+        // while the RCU section lasts.
+        unsafe {
+            if bindings::folio_order(folio) == HPAGE_PMD_ORDER
+                && (*folio).__bindgen_anon_1.__bindgen_anon_1.index == start
+            {
+                // Maybe PMD-mapped: the caller's collapse_pte_mapped_thp()
+                // does not touch the page cache, so the LRU and refcount
+                // checks can be skipped.
+                result = SCAN_PTE_MAPPED_HUGEPAGE;
+                failed_pfn = bindings::folio_pfn(folio);
+                break;
+            }
+
+            let node = bindings::folio_nid(folio);
+            if bindings::hpage_collapse_scan_abort(node, cc) {
+                result = SCAN_SCAN_ABORT;
+                failed_pfn = bindings::folio_pfn(folio);
+                break;
+            }
+            cc.node_load[node as usize] += 1;
+
+            if !bindings::folio_test_lru(folio) {
+                result = SCAN_PAGE_LRU;
+                failed_pfn = bindings::folio_pfn(folio);
+                break;
+            }
+            if !is_refcount_suitable(folio) {
+                result = SCAN_PAGE_COUNT;
+                failed_pfn = bindings::folio_pfn(folio);
+                break;
+            }
+            // Whether the folio is referenced is not checked: nobody
+            // transfers pte_young() to it, and an rmap walk is too costly.
+            present += bindings::folio_nr_pages(folio) as c_int;
+        }
+
+        // SAFETY: no requirements.
+        if unsafe { bindings::need_resched() } {
+            xas.pause_resched();
+        }
+    }
+    // rcu_read_unlock().
+    drop(xas);
+
+    if result == SCAN_SUCCEED {
+        // SAFETY: a plain read of a sysfs knob, as C does.
+        let max_ptes_none = unsafe { bindings::khugepaged_max_ptes_none } as c_int;
+        if cc.is_khugepaged && present < HPAGE_PMD_NR as c_int - max_ptes_none {
+            result = SCAN_EXCEED_NONE_PTE;
+            // SAFETY: no requirements.
+            unsafe { bindings::count_vm_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE) };
+        } else {
+            // SAFETY: the caller's contract is collapse_file()'s.
+            result = unsafe { bindings::collapse_file(mm, addr, file.as_ptr(), start, cc) }
+                as ScanResult;
+        }
+    }
+
+    // SAFETY: the arguments are what the C tracepoint takes.
+    unsafe {
+        bindings::khugepaged_trace_scan_file(
+            mm,
+            failed_pfn,
+            file.as_ptr(),
+            present,
+            swap,
+            result as c_int,
+        )
+    };
+    result
+}

@@ -207,10 +207,10 @@ def test_report(pairs):
                       for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
         stats = impl_stats(lines)
         notes += [f"{arch}: {s}" for s in stats]
-        for fn, what in (("collapse_pte_mapped_thp", "calls"),
-                         ("retract_page_tables", "page tables removed")):
+        for fn, what, col in (("collapse_pte_mapped_thp", "calls", 2),
+                              ("retract_page_tables", "page tables removed", 3),
+                              ("hpage_collapse_scan_file", "calls", 2)):
             rust = [s.split() for s in stats if s.startswith(f"rust {fn} ")]
-            col = 3 if fn == "retract_page_tables" else 2
             if lines and (not rust or int(rust[0][col]) == 0):
                 failed += 1
                 problems.append(f"{arch}: the Rust {fn}() never ran ({what}: 0)")
@@ -231,7 +231,7 @@ def test_report(pairs):
             passed += 1
         else:
             failed += 1
-            problems.append("style gates (rustfmt, clippy, checkpatch) failed")
+            problems.append("style gates (rustfmtcheck, clippy, rustdoc, checkpatch) failed")
 
     w = max(len(r[0]) for r in rows + [("suite", [])])
     cw = max([len(c) for _, r in rows for c in r] + [14])
@@ -242,8 +242,9 @@ def test_report(pairs):
         print(f"{suite:<{w}}  " + "  ".join(f"{c:<{cw}}" for c in r))
     print()
     if notes:
-        print("per implementation: collapse_pte_mapped_thp() calls, SCAN_SUCCEED; "
-              "retract_page_tables() calls, page tables removed; doctests; console errors:")
+        print("impl_stats per implementation (collapse_pte_mapped_thp and "
+              "hpage_collapse_scan_file: calls, SCAN_SUCCEED; retract_page_tables: calls, "
+              "page tables removed), doctests, console errors:")
         for n in notes:
             print(f"  {n}")
     if diffs:

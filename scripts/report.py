@@ -19,6 +19,7 @@ TEST_SUITES = [
     "collapse",
     "uprobe",
     "retract",
+    "scan",
     "upstream-madvise-anon", "upstream-madvise-shmem", "upstream-madvise-file",
     "upstream-khugepaged-anon", "upstream-khugepaged-shmem", "upstream-khugepaged-file",
     "tester",
@@ -209,7 +210,8 @@ def test_report(pairs):
         notes += [f"{arch}: {s}" for s in stats]
         for fn, what, col in (("collapse_pte_mapped_thp", "calls", 2),
                               ("retract_page_tables", "page tables removed", 3),
-                              ("hpage_collapse_scan_file", "calls", 2)):
+                              ("hpage_collapse_scan_file", "calls", 2),
+                              ("khugepaged_scan_mm_slot", "calls", 2)):
             rust = [s.split() for s in stats if s.startswith(f"rust {fn} ")]
             if lines and (not rust or int(rust[0][col]) == 0):
                 failed += 1
@@ -242,9 +244,10 @@ def test_report(pairs):
         print(f"{suite:<{w}}  " + "  ".join(f"{c:<{cw}}" for c in r))
     print()
     if notes:
-        print("impl_stats per implementation (collapse_pte_mapped_thp and "
+        print("impl_stats per implementation (collapse_pte_mapped_thp, "
               "hpage_collapse_scan_file: calls, SCAN_SUCCEED; retract_page_tables: calls, "
-              "page tables removed), doctests, console errors:")
+              "tables removed; khugepaged_scan_mm_slot: calls, pages of progress), "
+              "doctests, console errors:")
         for n in notes:
             print(f"  {n}")
     if diffs:

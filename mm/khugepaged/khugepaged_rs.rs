@@ -18,12 +18,13 @@ mod collapse;
 mod retract;
 mod scan;
 mod scan_file;
+mod scan_slot;
 
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    ffi::{c_int, c_long, c_ulong},
-    mm::guard::{Mapping, MmapLocked},
+    ffi::{c_int, c_long, c_uint, c_ulong},
+    mm::guard::{Mapping, MmapLocked, SpinlockHandoff},
 };
 
 /// Rust `collapse_pte_mapped_thp()`: same contract and results as the C
@@ -92,4 +93,37 @@ pub unsafe extern "C" fn rust_hpage_collapse_scan_file(
     let cc = unsafe { cc.as_mut() };
     // SAFETY: by this function's safety requirements.
     unsafe { scan_file::hpage_collapse_scan_file(mm, addr, file, start, cc) as c_int }
+}
+
+/// Rust `khugepaged_scan_mm_slot()`: same contract as the C one (see
+/// `mm/khugepaged.c`).
+///
+/// # Safety
+///
+/// Only for the khugepaged thread's `khugepaged_do_scan()`: called with
+/// `khugepaged_mm_lock` held and a non-empty mm slot list, `result` and
+/// `cc` pointing to the caller's; returns with the lock held again.
+#[no_mangle]
+pub unsafe extern "C" fn rust_khugepaged_scan_mm_slot(
+    pages: c_uint,
+    result: *mut c_int,
+    cc: *mut bindings::collapse_control,
+) -> c_uint {
+    let (Some(result), Some(mut cc)) = (NonNull::new(result), NonNull::new(cc)) else {
+        return 0;
+    };
+    // SAFETY: the caller holds khugepaged_mm_lock, a static spinlock.
+    let held = unsafe {
+        SpinlockHandoff::assert_held(NonNull::new_unchecked(core::ptr::addr_of_mut!(
+            bindings::khugepaged_mm_lock
+        )))
+    };
+    let mut res = scan::SCAN_FAIL;
+    // SAFETY: `cc` is the caller's, not used elsewhere during the call.
+    let (progress, held) =
+        scan_slot::khugepaged_scan_mm_slot(pages, &mut res, unsafe { cc.as_mut() }, held);
+    held.hand_back();
+    // SAFETY: `result` points to the caller's int.
+    unsafe { result.as_ptr().write(res as c_int) };
+    progress
 }

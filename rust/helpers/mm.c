@@ -37,6 +37,11 @@ void rust_helper_mmap_read_lock(struct mm_struct *mm)
 	mmap_read_lock(mm);
 }
 
+bool rust_helper_mmap_read_trylock(struct mm_struct *mm)
+{
+	return mmap_read_trylock(mm);
+}
+
 void rust_helper_mmap_read_unlock(struct mm_struct *mm)
 {
 	mmap_read_unlock(mm);
@@ -218,6 +223,16 @@ void rust_helper_cond_resched_rcu(void)
 	cond_resched_rcu();
 }
 
+int rust_helper_cond_resched(void)
+{
+	return cond_resched();
+}
+
+struct file *rust_helper_get_file(struct file *file)
+{
+	return get_file(file);
+}
+
 void rust_helper_count_vm_event(enum vm_event_item item)
 {
 	count_vm_event(item);
@@ -367,6 +382,11 @@ void rust_helper_page_table_check_pte_clear_range(struct mm_struct *mm,
 void rust_helper_spin_lock_nested(spinlock_t *lock, int subclass)
 {
 	spin_lock_nested(lock, subclass);
+}
+
+void rust_helper_spin_assert_held(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
 }
 
 int rust_helper_spin_trylock(spinlock_t *lock)

@@ -16,6 +16,7 @@ export KHUGEPAGED_FILE_DIR=$FILEDIR KHUGEPAGED_SHMEM_DIR=/mnt/shmem-always
 run collapse /bin/khugepaged_collapse
 run uprobe /bin/khugepaged_uprobe
 run retract /bin/khugepaged_retract
+run scan /bin/khugepaged_scan
 for ctx in madvise khugepaged; do
 	run upstream-$ctx-anon /bin/khugepaged $ctx:anon
 	run upstream-$ctx-shmem /bin/khugepaged $ctx:shmem

@@ -114,6 +114,19 @@ impl<'a> MmapLocked<'a> {
         self.mm.as_ptr()
     }
 
+    /// Finds the first VMA that ends above `addr`, as `find_vma()`: the
+    /// one containing `addr`, or the next one.
+    #[inline]
+    pub fn find_vma(&self, addr: c_ulong) -> Option<Vma<'_>> {
+        // SAFETY: the mm is live and its mmap lock held (type invariant).
+        let vma = unsafe { bindings::find_vma(self.as_ptr(), addr) };
+        // INVARIANT: the VMA stays in the tree while the mmap lock is held.
+        NonNull::new(vma).map(|vma| Vma {
+            vma,
+            _lock: PhantomData,
+        })
+    }
+
     /// Finds the VMA that contains `addr`, as `vma_lookup()`.
     #[inline]
     pub fn vma_lookup(&self, addr: c_ulong) -> Option<Vma<'_>> {
@@ -161,7 +174,27 @@ impl<'a> MmapLocked<'a> {
 ///     let _mmap = mm.mmap_write();
 ///     // SAFETY: as above.
 ///     assert!(unsafe { bindings::rwsem_is_locked(sem) } != 0);
+///     // A writer holds it: a read trylock fails without waiting.
+///     assert!(mm.mmap_try_read().is_none());
 /// }
+/// // SAFETY: as above.
+/// assert!(unsafe { bindings::rwsem_is_locked(sem) } == 0);
+///
+/// // Lent to code that keeps it: the guard comes back, still holding it.
+/// let mmap = mm.mmap_try_read().ok_or(EBUSY)?;
+/// // SAFETY: the closure keeps the lock and says so.
+/// let mmap = unsafe { mmap.lend(|_| true) }.ok_or(EINVAL)?;
+/// // SAFETY: as above.
+/// assert!(unsafe { bindings::rwsem_is_locked(sem) } != 0);
+/// // Lent to code that releases it: no guard, and no second unlock.
+/// // SAFETY: the closure releases the lock it was lent and says so.
+/// let back = unsafe {
+///     mmap.lend(|mm| {
+///         bindings::mmap_read_unlock(mm);
+///         false
+///     })
+/// };
+/// assert!(back.is_none());
 /// // SAFETY: as above.
 /// assert!(unsafe { bindings::rwsem_is_locked(sem) } == 0);
 /// # Ok::<(), Error>(())
@@ -188,6 +221,47 @@ impl<'a> MmapReadGuard<'a> {
                 _lock: PhantomData,
             },
         }
+    }
+
+    /// Takes the mmap lock of `mm` for reading if that does not mean
+    /// waiting (`mmap_read_trylock()`).
+    ///
+    /// # Safety
+    ///
+    /// As [`MmapReadGuard::lock`].
+    #[inline]
+    pub unsafe fn try_lock(mm: NonNull<bindings::mm_struct>) -> Option<Self> {
+        // SAFETY: `mm` is live (safety requirements).
+        if !unsafe { bindings::mmap_read_trylock(mm.as_ptr()) } {
+            return None;
+        }
+        // INVARIANT: locked just now, for reading.
+        Some(Self {
+            locked: MmapLocked {
+                mm,
+                _lock: PhantomData,
+            },
+        })
+    }
+
+    /// Lends the held lock to C code that may release it (as
+    /// `hpage_collapse_scan_pmd()` does through its `mmap_locked`): `f`
+    /// runs with the lock held and returns whether it still is. Returns the
+    /// guard if so, `None` if `f` released the lock.
+    ///
+    /// # Safety
+    ///
+    /// `f` must return `true` exactly when the lock is still held by the
+    /// current task, for reading, when it returns.
+    #[inline]
+    pub unsafe fn lend(self, f: impl FnOnce(*mut bindings::mm_struct) -> bool) -> Option<Self> {
+        let mm = self.locked.mm;
+        if f(mm.as_ptr()) {
+            return Some(self);
+        }
+        // The callee released the lock: nothing left to unlock.
+        core::mem::forget(self);
+        None
     }
 }
 
@@ -334,6 +408,29 @@ impl<'a> Vma<'a> {
         unsafe {
             bindings::thp_vma_allowable_order(self.as_ptr(), self.flags(), 0, HPAGE_PMD_ORDER as _)
         }
+    }
+
+    /// `thp_vma_allowable_order(vma, vma->vm_flags, TVA_ENFORCE_SYSFS,
+    /// PMD_ORDER)`: as [`Vma::thp_pmd_allowed`], obeying the sysfs THP
+    /// settings too (khugepaged's rule).
+    #[inline]
+    pub fn thp_pmd_allowed_by_sysfs(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe {
+            bindings::thp_vma_allowable_order(
+                self.as_ptr(),
+                self.flags(),
+                bindings::TVA_ENFORCE_SYSFS as c_ulong,
+                HPAGE_PMD_ORDER as _,
+            )
+        }
+    }
+
+    /// `vma_is_anonymous(vma)`: no `vm_ops`.
+    #[inline]
+    pub fn is_anonymous(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).vm_ops }.is_null()
     }
 
     /// `userfaultfd_wp(vma)`.
@@ -1464,6 +1561,119 @@ impl Drop for MmuInvalidation<'_> {
     }
 }
 
+/// A spinlock that C code holds around a call into Rust, which may release
+/// it and must take it again before returning (a function marked
+/// `__releases(lock) __acquires(lock)`, as `khugepaged_scan_mm_slot()`).
+///
+/// Neither this proof nor [`SpinlockReleased`] touches the lock on drop:
+/// the hand-off is explicit, and `#[must_use]` flags a forgotten one.
+///
+/// # Invariants
+///
+/// `lock` is a live spinlock held by the current task.
+///
+/// # Examples
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use kernel::{bindings, mm::guard::*};
+///
+/// // Any spinlock does: here an mm's page_table_lock.
+/// let mm = KthreadMm::new()?;
+/// let l = NonNull::new(mm.raw_page_table_lock()).ok_or(EINVAL)?;
+/// // SAFETY: the lock lives in `mm`, which outlives every use below.
+/// let held = || unsafe {
+///     // Taken by someone: a trylock fails without waiting.
+///     let free = bindings::spin_trylock(l.as_ptr()) != 0;
+///     if free {
+///         bindings::spin_unlock(l.as_ptr());
+///     }
+///     !free
+/// };
+///
+/// // SAFETY: taken as a C caller would before calling into Rust.
+/// unsafe { bindings::spin_lock(l.as_ptr()) };
+/// // SAFETY: held, and `mm` outlives the proof.
+/// let proof = unsafe { SpinlockHandoff::assert_held(l) };
+/// let released = proof.unlock();
+/// assert!(!held());
+/// let proof = released.relock();
+/// assert!(held());
+/// // Handed back to the caller held, not released.
+/// proof.hand_back();
+/// assert!(held());
+/// // SAFETY: released as the C caller would.
+/// unsafe { bindings::spin_unlock(l.as_ptr()) };
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "the lock must be handed back to the C caller held"]
+pub struct SpinlockHandoff<'a> {
+    lock: NonNull<bindings::spinlock_t>,
+    _lock: PhantomData<&'a bindings::spinlock_t>,
+}
+
+impl<'a> SpinlockHandoff<'a> {
+    /// Wraps a spinlock the caller holds, asserting it
+    /// (`lockdep_assert_held()`).
+    ///
+    /// # Safety
+    ///
+    /// `lock` must be live for `'a` and held by the current task.
+    #[inline]
+    pub unsafe fn assert_held(lock: NonNull<bindings::spinlock_t>) -> Self {
+        // SAFETY: `lock` is live (safety requirements).
+        unsafe { bindings::spin_assert_held(lock.as_ptr()) };
+        // INVARIANT: held, by the safety requirements.
+        Self {
+            lock,
+            _lock: PhantomData,
+        }
+    }
+
+    /// Releases the lock (`spin_unlock()`), for work that may sleep.
+    #[inline]
+    pub fn unlock(self) -> SpinlockReleased<'a> {
+        // SAFETY: held (type invariant).
+        unsafe { bindings::spin_unlock(self.lock.as_ptr()) };
+        // INVARIANT: released just now.
+        SpinlockReleased {
+            lock: self.lock,
+            _lock: PhantomData,
+        }
+    }
+
+    /// Ends the hand-off: the lock goes back to the C caller, held.
+    #[inline]
+    pub fn hand_back(self) {}
+}
+
+/// A [`SpinlockHandoff`] lock released by Rust, to be taken again before
+/// returning to the C caller.
+///
+/// # Invariants
+///
+/// `lock` is live and not held by the current task.
+#[must_use = "the lock must be taken again before returning to C"]
+pub struct SpinlockReleased<'a> {
+    lock: NonNull<bindings::spinlock_t>,
+    _lock: PhantomData<&'a bindings::spinlock_t>,
+}
+
+impl<'a> SpinlockReleased<'a> {
+    /// Takes the lock again (`spin_lock()`). Call it with no lock below it
+    /// held.
+    #[inline]
+    pub fn relock(self) -> SpinlockHandoff<'a> {
+        // SAFETY: live and not held by us (type invariant).
+        unsafe { bindings::spin_lock(self.lock.as_ptr()) };
+        // INVARIANT: held again.
+        SpinlockHandoff {
+            lock: self.lock,
+            _lock: PhantomData,
+        }
+    }
+}
+
 /// An RCU read-side critical section (`rcu_read_lock()`).
 ///
 /// # Invariants
@@ -1606,10 +1816,22 @@ impl KthreadMm {
         unsafe { MmapReadGuard::lock(self.mm) }
     }
 
+    /// Takes the mmap lock for reading, without waiting.
+    pub fn mmap_try_read(&self) -> Option<MmapReadGuard<'_>> {
+        // SAFETY: the guard owns a reference on the mm (type invariant).
+        unsafe { MmapReadGuard::try_lock(self.mm) }
+    }
+
     /// Takes the mmap lock for writing.
     pub fn mmap_write(&self) -> MmapWriteGuard<'_> {
         // SAFETY: the guard owns a reference on the mm (type invariant).
         unsafe { MmapWriteGuard::lock(self.mm) }
+    }
+
+    /// Returns `&mm->page_table_lock`.
+    pub fn raw_page_table_lock(&self) -> *mut bindings::spinlock_t {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*self.mm.as_ptr()).__bindgen_anon_1.page_table_lock) }
     }
 
     /// Returns `&mm->mmap_lock`, for assertions.

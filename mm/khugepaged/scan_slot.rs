@@ -11,10 +11,13 @@
 //! reached:
 //!
 //! - file and shmem VMAs: the mmap lock is dropped for the page-cache scan
-//!   (the Rust [`hpage_collapse_scan_file`]), with a file reference; on
-//!   `SCAN_PTE_MAPPED_HUGEPAGE` the lock is taken again for the Rust
+//!   (`hpage_collapse_scan_file()`), with a file reference; on
+//!   `SCAN_PTE_MAPPED_HUGEPAGE` the lock is taken again for
 //!   `collapse_pte_mapped_thp(mm, addr, false)`. Either way the walk ends
-//!   there, as the mmap lock was dropped.
+//!   there, as the mmap lock was dropped. Both are called through their C
+//!   dispatchers, as the C loop calls them: the selected implementation
+//!   runs (Rust, unless it was switched meanwhile) and `impl_stats` counts
+//!   it.
 //! - anonymous VMAs: the C `hpage_collapse_scan_pmd()` (and its
 //!   `collapse_huge_page()`), which is lent the mmap lock and may release
 //!   it.
@@ -30,7 +33,6 @@ use kernel::ffi::c_ulong;
 use kernel::mm::guard::{MmapReadGuard, SpinlockHandoff, Vma, HPAGE_PMD_NR};
 
 use crate::scan::*;
-use crate::scan_file::hpage_collapse_scan_file;
 
 const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
 
@@ -159,10 +161,19 @@ fn walk_mm(
                 // SAFETY: the VMA is valid and maps `*addr`.
                 let pgoff = unsafe { bindings::linear_page_index(vma.as_ptr(), *addr) };
                 drop(mmap);
+                // Through the C dispatcher, as the C loop does: the
+                // selected implementation (Rust here) runs and is counted.
                 // SAFETY: `file` is referenced, no mmap lock is held, `cc`
                 // is the caller's and `mm` maps `file` at `*addr`.
-                *result =
-                    unsafe { hpage_collapse_scan_file(mm.as_ptr(), *addr, file.0, pgoff, cc) };
+                *result = unsafe {
+                    bindings::hpage_collapse_scan_file(
+                        mm.as_ptr(),
+                        *addr,
+                        file.0.as_ptr(),
+                        pgoff,
+                        cc,
+                    )
+                } as ScanResult;
                 drop(file);
                 if *result == SCAN_PTE_MAPPED_HUGEPAGE {
                     // SAFETY: the mm slot keeps a reference on the mm, and
@@ -174,7 +185,11 @@ fn walk_mm(
                             done: false,
                         };
                     }
-                    *result = crate::collapse::collapse_pte_mapped_thp(&mmap, *addr, false);
+                    // Also through the dispatcher.
+                    // SAFETY: the mmap lock is held (`mmap`).
+                    *result =
+                        unsafe { bindings::collapse_pte_mapped_thp(mmap.as_ptr(), *addr, false) }
+                            as ScanResult;
                     if *result == SCAN_PMD_MAPPED {
                         *result = SCAN_SUCCEED;
                     }

@@ -211,7 +211,8 @@ def test_report(pairs):
         for fn, what, col in (("collapse_pte_mapped_thp", "calls", 2),
                               ("retract_page_tables", "page tables removed", 3),
                               ("hpage_collapse_scan_file", "calls", 2),
-                              ("khugepaged_scan_mm_slot", "calls", 2)):
+                              ("khugepaged_scan_mm_slot", "calls", 2),
+                              ("hpage_collapse_scan_pmd", "calls", 2)):
             rust = [s.split() for s in stats if s.startswith(f"rust {fn} ")]
             if lines and (not rust or int(rust[0][col]) == 0):
                 failed += 1
@@ -245,9 +246,9 @@ def test_report(pairs):
     print()
     if notes:
         print("impl_stats per implementation (collapse_pte_mapped_thp, "
-              "hpage_collapse_scan_file: calls, SCAN_SUCCEED; retract_page_tables: calls, "
-              "tables removed; khugepaged_scan_mm_slot: calls, pages of progress), "
-              "doctests, console errors:")
+              "hpage_collapse_scan_file, hpage_collapse_scan_pmd: calls, SCAN_SUCCEED; "
+              "retract_page_tables: calls, tables removed; khugepaged_scan_mm_slot: calls, "
+              "pages of progress), doctests, console errors:")
         for n in notes:
             print(f"  {n}")
     if diffs:

@@ -18,6 +18,7 @@ mod collapse;
 mod retract;
 mod scan;
 mod scan_file;
+mod scan_pmd;
 mod scan_slot;
 
 use core::ptr::NonNull;
@@ -126,4 +127,35 @@ pub unsafe extern "C" fn rust_khugepaged_scan_mm_slot(
     // SAFETY: `result` points to the caller's int.
     unsafe { result.as_ptr().write(res as c_int) };
     progress
+}
+
+/// Rust `hpage_collapse_scan_pmd()`: same contract and results as the C
+/// one (see `mm/khugepaged.c`).
+///
+/// # Safety
+///
+/// The caller holds `mm`'s mmap lock for reading; `vma` is a VMA of `mm`
+/// covering the PMD-aligned `address`; `mmap_locked` and `cc` point to the
+/// caller's. `*mmap_locked` says on return whether the lock is still held.
+#[no_mangle]
+pub unsafe extern "C" fn rust_hpage_collapse_scan_pmd(
+    mm: *mut bindings::mm_struct,
+    vma: *mut bindings::vm_area_struct,
+    address: c_ulong,
+    mmap_locked: *mut bool,
+    cc: *mut bindings::collapse_control,
+) -> c_int {
+    let (Some(mm), Some(vma), Some(mut locked), Some(mut cc)) = (
+        NonNull::new(mm),
+        NonNull::new(vma),
+        NonNull::new(mmap_locked),
+        NonNull::new(cc),
+    ) else {
+        return scan::SCAN_FAIL as c_int;
+    };
+    // SAFETY: by this function's safety requirements; `locked` and `cc`
+    // are the caller's, not used elsewhere during the call.
+    unsafe {
+        scan_pmd::hpage_collapse_scan_pmd(mm, vma, address, locked.as_mut(), cc.as_mut()) as c_int
+    }
 }

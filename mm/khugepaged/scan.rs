@@ -36,4 +36,9 @@ scan_results! {
     SCAN_SCAN_ABORT => scan_result_SCAN_SCAN_ABORT,
     SCAN_PAGE_LRU => scan_result_SCAN_PAGE_LRU,
     SCAN_PAGE_COUNT => scan_result_SCAN_PAGE_COUNT,
+    SCAN_PAGE_ANON => scan_result_SCAN_PAGE_ANON,
+    SCAN_PAGE_LOCK => scan_result_SCAN_PAGE_LOCK,
+    SCAN_PAGE_RO => scan_result_SCAN_PAGE_RO,
+    SCAN_EXCEED_SHARED_PTE => scan_result_SCAN_EXCEED_SHARED_PTE,
+    SCAN_LACK_REFERENCED_PAGE => scan_result_SCAN_LACK_REFERENCED_PAGE,
 }

@@ -90,9 +90,10 @@ impl XaWalk {
 ///
 /// # Safety
 ///
-/// `folio` must be a live folio (here: found under RCU in the page cache;
-/// the checks are racy, as in C, and repeated by `collapse_file()`).
-unsafe fn is_refcount_suitable(folio: *mut bindings::folio) -> bool {
+/// `folio` must be a live folio (found under RCU in the page cache, or
+/// mapped under a held PTE lock; the checks are racy, as in C, and
+/// repeated by the collapse).
+pub(crate) unsafe fn is_refcount_suitable(folio: *mut bindings::folio) -> bool {
     // SAFETY: `folio` is live (safety requirements).
     unsafe {
         let mut expected = bindings::folio_mapcount(folio);

@@ -18,6 +18,8 @@
 #include <linux/rwsem.h>
 #include <linux/sched.h>
 #include <linux/spinlock.h>
+#include <linux/swap.h>
+#include <linux/swapops.h>
 #include <linux/userfaultfd_k.h>
 #include <linux/vmstat.h>
 #include <linux/xarray.h>
@@ -144,6 +146,31 @@ void rust_helper_anon_vma_unlock_write(struct anon_vma *anon_vma)
 bool rust_helper_folio_test_locked(const struct folio *folio)
 {
 	return folio_test_locked(folio);
+}
+
+struct folio *rust_helper_page_folio(struct page *page)
+{
+	return page_folio(page);
+}
+
+bool rust_helper_is_zone_device_page(const struct page *page)
+{
+	return is_zone_device_page(page);
+}
+
+bool rust_helper_folio_likely_mapped_shared(struct folio *folio)
+{
+	return folio_likely_mapped_shared(folio);
+}
+
+bool rust_helper_folio_test_young(const struct folio *folio)
+{
+	return folio_test_young(folio);
+}
+
+bool rust_helper_folio_test_referenced(const struct folio *folio)
+{
+	return folio_test_referenced(folio);
 }
 
 bool rust_helper_folio_test_lru(const struct folio *folio)
@@ -336,6 +363,41 @@ pte_t rust_helper_ptep_get(pte_t *ptep)
 	return ptep_get(ptep);
 }
 
+unsigned long rust_helper_pte_pfn(pte_t pte)
+{
+	return pte_pfn(pte);
+}
+
+int rust_helper_is_zero_pfn(unsigned long pfn)
+{
+	return is_zero_pfn(pfn);
+}
+
+int rust_helper_is_swap_pte(pte_t pte)
+{
+	return is_swap_pte(pte);
+}
+
+bool rust_helper_pte_swp_uffd_wp_any(pte_t pte)
+{
+	return pte_swp_uffd_wp_any(pte);
+}
+
+bool rust_helper_pte_uffd_wp(pte_t pte)
+{
+	return pte_uffd_wp(pte);
+}
+
+int rust_helper_pte_write(pte_t pte)
+{
+	return pte_write(pte);
+}
+
+int rust_helper_pte_young(pte_t pte)
+{
+	return pte_young(pte);
+}
+
 int rust_helper_pte_none(pte_t pte)
 {
 	return pte_none(pte);
@@ -424,6 +486,12 @@ void rust_helper_mmu_notifier_range_init(struct mmu_notifier_range *range,
 void rust_helper_mmu_notifier_invalidate_range_start(struct mmu_notifier_range *range)
 {
 	mmu_notifier_invalidate_range_start(range);
+}
+
+int rust_helper_mmu_notifier_test_young(struct mm_struct *mm,
+					unsigned long address)
+{
+	return mmu_notifier_test_young(mm, address);
 }
 
 void rust_helper_mmu_notifier_invalidate_range_end(struct mmu_notifier_range *range)

@@ -114,6 +114,21 @@ impl<'a> MmapLocked<'a> {
         self.mm.as_ptr()
     }
 
+    /// Wraps a VMA of this mm that C code passed in.
+    ///
+    /// # Safety
+    ///
+    /// `vma` must point to a VMA of this mm, in its VMA tree.
+    #[inline]
+    pub unsafe fn vma_from_raw(&self, vma: NonNull<bindings::vm_area_struct>) -> Vma<'_> {
+        // INVARIANT: in the tree (safety requirements), so it stays valid
+        // while the mmap lock is held.
+        Vma {
+            vma,
+            _lock: PhantomData,
+        }
+    }
+
     /// Finds the first VMA that ends above `addr`, as `find_vma()`: the
     /// one containing `addr`, or the next one.
     #[inline]

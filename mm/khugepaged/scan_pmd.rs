@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `hpage_collapse_scan_pmd()`: decide whether the anonymous PMD range at
+//! `address` can be collapsed, and collapse it with the C
+//! `collapse_huge_page()`.
+//!
+//! Same rules, results, counters and tracepoint as the C reference in
+//! `mm/khugepaged.c` (6.12). Under the caller's mmap read lock, the PTE
+//! table is scanned under its lock ([`PteMapLock`]): swap entries against
+//! `max_ptes_swap` (uffd-wp ones never allowed), none or zero-page entries
+//! against `max_ptes_none` (none at all in a uffd-armed VMA), no uffd-wp
+//! PTE, at least one writable PTE, only anonymous LRU folios, unlocked,
+//! without extra references, of an allowed node, at most `max_ptes_shared`
+//! shared ones, and (for khugepaged) enough young PTEs. Success hands over
+//! to `collapse_huge_page()`, which returns with the mmap lock released.
+//!
+//! [`PteMapLock`]: kernel::mm::guard::PteMapLock
+
+use core::ptr::NonNull;
+use kernel::bindings;
+use kernel::ffi::{c_int, c_ulong};
+use kernel::mm::guard::{MmapLocked, Vma, HPAGE_PMD_NR};
+
+use crate::collapse::find_pmd_or_thp_or_none;
+use crate::scan::*;
+use crate::scan_file::is_refcount_suitable;
+
+const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE as c_ulong;
+
+/// What the PTE scan found, for `collapse_huge_page()` and the tracepoint.
+struct Scan {
+    result: ScanResult,
+    referenced: c_int,
+    unmapped: c_int,
+    none_or_zero: c_int,
+    writable: bool,
+    /// The last folio looked at, or NULL.
+    folio: *mut bindings::folio,
+}
+
+/// `count_vm_event(item)`.
+fn count_event(item: bindings::vm_event_item) {
+    // SAFETY: no requirements.
+    unsafe { bindings::count_vm_event(item) };
+}
+
+/// `pte_none(pte) || is_zero_pfn(pte_pfn(pte))`.
+fn pte_none_or_zero(pte: bindings::pte_t) -> bool {
+    // SAFETY: these only look at the value.
+    unsafe { bindings::pte_none(pte) != 0 || bindings::is_zero_pfn(bindings::pte_pfn(pte)) != 0 }
+}
+
+/// The PTE scan, under the PTE lock (released on return).
+fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_control) -> Scan {
+    let mut s = Scan {
+        result: SCAN_FAIL,
+        referenced: 0,
+        unmapped: 0,
+        none_or_zero: 0,
+        writable: false,
+        folio: core::ptr::null_mut(),
+    };
+    let pmd = match find_pmd_or_thp_or_none(vma, address) {
+        (SCAN_SUCCEED, Some(pmd)) => pmd,
+        (SCAN_SUCCEED, None) => {
+            s.result = SCAN_PMD_NULL;
+            return s;
+        }
+        (result, _) => {
+            s.result = result;
+            return s;
+        }
+    };
+
+    cc.node_load = [0; bindings::MAX_NUMNODES as usize];
+    cc.alloc_nmask = Default::default();
+    let Some(ptes) = pmd.map_lock() else {
+        s.result = SCAN_PMD_NULL;
+        return s;
+    };
+    // SAFETY: plain reads of sysfs knobs, as C does.
+    let (max_none, max_swap, max_shared) = unsafe {
+        (
+            bindings::khugepaged_max_ptes_none as c_int,
+            bindings::khugepaged_max_ptes_swap as c_int,
+            bindings::khugepaged_max_ptes_shared as c_int,
+        )
+    };
+    let mut shared: c_int = 0;
+
+    for i in 0..HPAGE_PMD_NR {
+        let Some(pte) = ptes.get(i) else { break };
+        let addr = address + i as c_ulong * PAGE_SIZE;
+
+        // SAFETY: this only looks at the value.
+        if unsafe { bindings::is_swap_pte(pte) } != 0 {
+            s.unmapped += 1;
+            if !cc.is_khugepaged || s.unmapped <= max_swap {
+                // Always strict with uffd-wp swap entries, see below.
+                // SAFETY: this only looks at the value.
+                if unsafe { bindings::pte_swp_uffd_wp_any(pte) } {
+                    s.result = SCAN_PTE_UFFD_WP;
+                    return s;
+                }
+                continue;
+            }
+            s.result = SCAN_EXCEED_SWAP_PTE;
+            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
+            return s;
+        }
+        if pte_none_or_zero(pte) {
+            s.none_or_zero += 1;
+            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max_none) {
+                continue;
+            }
+            s.result = SCAN_EXCEED_NONE_PTE;
+            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
+            return s;
+        }
+        // SAFETY: these only look at the value.
+        let (uffd_wp, write, young) = unsafe {
+            (
+                bindings::pte_uffd_wp(pte),
+                bindings::pte_write(pte) != 0,
+                bindings::pte_young(pte) != 0,
+            )
+        };
+        // A uffd-wp armed PTE: marking the huge PMD write-protected could
+        // raise userfaults outside the registered range; keep it simple.
+        if uffd_wp {
+            s.result = SCAN_PTE_UFFD_WP;
+            return s;
+        }
+        if write {
+            s.writable = true;
+        }
+
+        // SAFETY: the VMA is valid and `pte` was read under its lock.
+        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte) };
+        // SAFETY: `page` is a valid page when non-NULL.
+        if page.is_null() || unsafe { bindings::is_zone_device_page(page) } {
+            s.result = SCAN_PAGE_NULL;
+            return s;
+        }
+        // SAFETY: a mapped page, stable under the PTE lock.
+        let folio = unsafe { bindings::page_folio(page) };
+        s.folio = folio;
+
+        // SAFETY: `folio` is mapped here, so live while the PTE lock is
+        // held; these checks are racy, as in C, and repeated by
+        // collapse_huge_page().
+        unsafe {
+            if !bindings::folio_test_anon(folio) {
+                s.result = SCAN_PAGE_ANON;
+                return s;
+            }
+            // A single page counts as shared if any part of the THP is.
+            if bindings::folio_likely_mapped_shared(folio) {
+                shared += 1;
+                if cc.is_khugepaged && shared > max_shared {
+                    s.result = SCAN_EXCEED_SHARED_PTE;
+                    count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
+                    return s;
+                }
+            }
+            // The node with the most pages gets the huge page.
+            let node = bindings::folio_nid(folio);
+            if bindings::hpage_collapse_scan_abort(node, cc) {
+                s.result = SCAN_SCAN_ABORT;
+                return s;
+            }
+            cc.node_load[node as usize] += 1;
+            if !bindings::folio_test_lru(folio) {
+                s.result = SCAN_PAGE_LRU;
+                return s;
+            }
+            if bindings::folio_test_locked(folio) {
+                s.result = SCAN_PAGE_LOCK;
+                return s;
+            }
+            // GUP (or other external) pins; racy, retried later.
+            if !is_refcount_suitable(folio) {
+                s.result = SCAN_PAGE_COUNT;
+                return s;
+            }
+            // khugepaged wants enough young PTEs to justify a collapse.
+            if cc.is_khugepaged
+                && (young
+                    || bindings::folio_test_young(folio)
+                    || bindings::folio_test_referenced(folio)
+                    || bindings::mmu_notifier_test_young(vma.mm(), addr) != 0)
+            {
+                s.referenced += 1;
+            }
+        }
+    }
+
+    s.result = if !s.writable {
+        SCAN_PAGE_RO
+    } else if cc.is_khugepaged
+        && (s.referenced == 0 || (s.unmapped != 0 && s.referenced < HPAGE_PMD_NR as c_int / 2))
+    {
+        SCAN_LACK_REFERENCED_PAGE
+    } else {
+        SCAN_SUCCEED
+    };
+    s
+}
+
+/// Rust `hpage_collapse_scan_pmd()`: see the module documentation.
+///
+/// # Safety
+///
+/// As the C function: the caller holds `mm`'s mmap lock for reading,
+/// `vma` is a VMA of `mm` covering the PMD-aligned `address`, `cc` is the
+/// caller's collapse control. `*mmap_locked` is cleared when the lock was
+/// released (by `collapse_huge_page()`).
+pub(crate) unsafe fn hpage_collapse_scan_pmd(
+    mm: NonNull<bindings::mm_struct>,
+    vma: NonNull<bindings::vm_area_struct>,
+    address: c_ulong,
+    mmap_locked: &mut bool,
+    cc: &mut bindings::collapse_control,
+) -> ScanResult {
+    let scan = {
+        // SAFETY: the caller holds the mmap lock, until the end of this
+        // block at least.
+        let mmap = unsafe { MmapLocked::assert_held(mm) };
+        // SAFETY: `vma` is a VMA of this mm (safety requirements).
+        let vma = unsafe { mmap.vma_from_raw(vma) };
+        scan_ptes(&vma, address, cc)
+    };
+    let mut result = scan.result;
+    if result == SCAN_SUCCEED {
+        // SAFETY: the mmap lock is still held and no Rust borrow of it is
+        // left; collapse_huge_page() returns with it released.
+        result = unsafe {
+            bindings::collapse_huge_page(mm.as_ptr(), address, scan.referenced, scan.unmapped, cc)
+        } as ScanResult;
+        *mmap_locked = false;
+    }
+    // SAFETY: the arguments are what the C tracepoint takes; a folio starts
+    // with its first page.
+    unsafe {
+        bindings::khugepaged_trace_scan_pmd(
+            mm.as_ptr(),
+            scan.folio.cast(),
+            scan.writable,
+            scan.referenced,
+            scan.none_or_zero,
+            result as c_int,
+            scan.unmapped,
+        )
+    };
+    result
+}

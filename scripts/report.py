@@ -135,6 +135,63 @@ def impl_stats(lines):
     return out
 
 
+# Rust functions that must be reached, per upstream suite run with
+# impl=rust: (suite prefix, function, which count, what it is).
+REACH = [
+    ("upstream-madvise-file", "retract_page_tables", "second", "tables removed"),
+    ("upstream-madvise-shmem", "retract_page_tables", "second", "tables removed"),
+    ("upstream-khugepaged-file", "retract_page_tables", "second", "tables removed"),
+    ("upstream-khugepaged-shmem", "retract_page_tables", "second", "tables removed"),
+    ("upstream-madvise-file", "hpage_collapse_scan_file", "first", "calls"),
+    ("upstream-madvise-shmem", "hpage_collapse_scan_file", "first", "calls"),
+    ("upstream-madvise-anon", "hpage_collapse_scan_pmd", "first", "calls"),
+    ("upstream-khugepaged-anon", "khugepaged_scan_mm_slot", "first", "calls"),
+    ("upstream-khugepaged-anon", "hpage_collapse_scan_pmd", "first", "calls"),
+    ("upstream-khugepaged-shmem", "khugepaged_scan_mm_slot", "first", "calls"),
+    ("upstream-khugepaged-file", "khugepaged_scan_mm_slot", "first", "calls"),
+    ("upstream-khugepaged-file", "hpage_collapse_scan_file", "first", "calls"),
+]
+
+
+def deltas(lines):
+    """{(impl run, suite, stats impl, function): (first, second)} from @@DELTA."""
+    out = {}
+    for line in lines:
+        m = re.search(r"@@DELTA impl=(\S+) suite=(\S+) stats=(\S+) fn=(\S+) "
+                      r"first=(-?\d+) second=(-?\d+)", line)
+        if m:
+            out[m.group(1, 2, 3, 4)] = (int(m.group(5)), int(m.group(6)))
+    return out
+
+
+def reach_report(arch, d, problems):
+    """Which implementation's functions each upstream suite ran; problems if
+    a suite run with one implementation moved the other's counters, or did
+    not reach the Rust function it must reach."""
+    rows = []
+    suites = sorted({k[1] for k in d if k[1].startswith("upstream-")})
+    for suite in suites:
+        for run in IMPLS:
+            other = "c" if run == "rust" else "rust"
+            moved = [f"{fn}" for (r, s, st, fn), v in d.items()
+                     if r == run and s == suite and st == other and v[0] > 0]
+            if moved:
+                problems.append(f"{arch} {suite} [{run}]: {other} counters moved: "
+                                + ", ".join(sorted(moved)))
+        got = {fn: v for (r, s, st, fn), v in d.items()
+               if r == "rust" and s == suite and st == "rust"}
+        rows.append((suite, got))
+    for prefix, fn, which, what in REACH:
+        for suite, got in rows:
+            if suite != prefix:
+                continue
+            v = got.get(fn, (0, 0))[0 if which == "first" else 1]
+            if v <= 0:
+                problems.append(f"{arch} {suite} [rust]: the Rust {fn}() was not reached "
+                                f"({what}: 0)")
+    return rows
+
+
 def test_report(pairs):
     global TEST_SUITES
     if os.environ.get("SUITES"):
@@ -143,6 +200,7 @@ def test_report(pairs):
     problems, diffs, notes = [], [], []
     cols = []                  # (arch, impl)
     cells = {}                 # (suite, arch, impl) -> text
+    reach = {}                 # arch -> [(suite, {fn: (first, second)})]
     for arch, log in pairs:
         lines = read_log(log)
         results = {}
@@ -206,6 +264,7 @@ def test_report(pairs):
             b = results.get((suite, "rust"), {}).get("cases", {})
             diffs += [f"{arch} {suite}: {n}: c={a.get(n, '-')} rust={b.get(n, '-')}"
                       for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        reach[arch] = reach_report(arch, deltas(lines), problems)
         stats = impl_stats(lines)
         notes += [f"{arch}: {s}" for s in stats]
         for fn, what, col in (("collapse_pte_mapped_thp", "calls", 2),
@@ -251,6 +310,19 @@ def test_report(pairs):
               "pages of progress), doctests, console errors:")
         for n in notes:
             print(f"  {n}")
+    fns = ("collapse_pte_mapped_thp", "retract_page_tables", "hpage_collapse_scan_file",
+           "hpage_collapse_scan_pmd", "khugepaged_scan_mm_slot")
+    short = ("pte_mapped calls", "retract tables", "scan_file calls", "scan_pmd calls",
+             "scan_mm_slot calls")
+    for arch, rows in reach.items():
+        if not rows:
+            continue
+        print(f"{arch}: Rust functions reached by the upstream suites with impl=rust "
+              "(impl_stats delta per suite):")
+        print(f"  {'suite':<26}" + "".join(f"{h:>20}" for h in short))
+        for suite, got in rows:
+            vals = [got.get(fn, (0, 0))[1 if fn == "retract_page_tables" else 0] for fn in fns]
+            print(f"  {suite:<26}" + "".join(f"{v:>20}" for v in vals))
     if diffs:
         print("C/Rust differences:")
         for d in diffs:

@@ -1,17 +1,26 @@
 # SPDX-License-Identifier: GPL-2.0
 # Jobs of `make test`, sourced by /init once per implementation ($impl).
 
-# run SUITE COMMAND...: run a test, bracketed by markers with its exit code.
+STATS=/sys/kernel/mm/transparent_hugepage/khugepaged/impl_stats
+
+# run SUITE COMMAND...: run a test, bracketed by markers with its exit code,
+# then what it added to each impl_stats counter of the implementation.
 run() {
 	suite=$1; shift
 	echo "@@BEGIN impl=$impl suite=$suite"
+	cat $STATS > /tmp/stats.before 2>/dev/null
 	start=$(cut -d' ' -f1 /proc/uptime)
 	"$@" 2>&1
 	rc=$?
 	end=$(cut -d' ' -f1 /proc/uptime)
 	echo "@@DONE impl=$impl suite=$suite rc=$rc start=$start end=$end"
+	cat $STATS > /tmp/stats.after 2>/dev/null
+	awk -v impl="$impl" -v suite="$suite" '
+		NR == FNR { a[$1 " " $2] = $3; b[$1 " " $2] = $4; next }
+		{ printf "@@DELTA impl=%s suite=%s stats=%s fn=%s first=%d second=%d\n",
+			impl, suite, $1, $2, $3 - a[$1 " " $2], $4 - b[$1 " " $2] }' \
+		/tmp/stats.before /tmp/stats.after
 }
-
 export KHUGEPAGED_FILE_DIR=$FILEDIR KHUGEPAGED_SHMEM_DIR=/mnt/shmem-always
 run collapse /bin/khugepaged_collapse
 run uprobe /bin/khugepaged_uprobe

@@ -452,6 +452,52 @@ static long prof_drain(void *ring, long *counts)
 	return lost;
 }
 
+/*
+ * Samples of @iters first collapses of 2 MiB of small shmem pages per impl
+ * (hpage_collapse_scan_file, collapse_file, retract_page_tables,
+ * collapse_pte_mapped_thp), a new memfd each time.
+ */
+static void profile_shmem_collapse(int iters, long *counts, void *ring, int pfd)
+{
+	static const char * const impls[] = { "c", "rust" };
+	long done[2] = { 0 }, lost = 0;
+
+	for (int i = 0; i < 2 * iters; i++) {
+		int which = (i + i / 2) % 2;	/* C, Rust, Rust, C, ... */
+		int fd = memfd_create("prof-shmem", 0);
+		char *p = NULL;
+		int ret;
+
+		if (fd >= 0 && !ftruncate(fd, PMD_SIZE))
+			p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+					MAP_SHARED, fd);
+		if (!p || write_str(KHUGEPAGED "impl", impls[which], 0)) {
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		memset(p, 2, PMD_SIZE);
+		madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
+		ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
+		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
+		lost += prof_drain(ring, counts + which * nr_ksyms);
+		munmap(p, PMD_SIZE);
+		close(fd);
+		if (ret)
+			break;
+		done[which]++;
+	}
+	for (int which = 0; which < 2; which++)
+		for (size_t k = 0; k < nr_ksyms; k++)
+			if (counts[which * nr_ksyms + k])
+				printf("@@PROF row=shmem impl=%s sym=%s samples=%ld\n",
+				       impls[which], ksyms[k].name,
+				       counts[which * nr_ksyms + k]);
+	printf("@@PROFDONE row=shmem iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
+	       done[0], done[1], PROF_PERIOD_NS, lost);
+}
+
 /* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
 static void profile(const char *mem, int iters)
 {
@@ -480,6 +526,10 @@ static void profile(const char *mem, int iters)
 	pfd = prof_open(&ring);
 	if (fd < 0 || pfd < 0 || !counts) {
 		printf("# %s %s: setup failed\n", __func__, mem);
+		goto out;
+	}
+	if (!strcmp(mem, "shmem-collapse")) {
+		profile_shmem_collapse(iters, counts, ring, pfd);
 		goto out;
 	}
 	p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED, fd);
@@ -569,6 +619,7 @@ int main(int argc, char **argv)
 		}
 		profile("shmem", atoi(argv[2]));
 		profile("file", atoi(argv[2]));
+		profile("shmem-collapse", atoi(argv[2]) / 3);
 		return 0;
 	}
 	return bench(argc, argv);

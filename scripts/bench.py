@@ -33,11 +33,20 @@ ROWS = [
     ("retract-256", "collapse + retract, 256 VMAs"),
     ("khugepaged-scan", "khugepaged CPU per 2 MiB collapsed"),
 ]
-# Which implementation's code each row exercises beyond the common C.
+# The Rust code each row runs with impl=rust (the rest is common C).
 RUST_PART = {
-    "shmem-pte-mapped": "collapse_pte_mapped_thp",
-    "file-pte-mapped": "collapse_pte_mapped_thp",
-    "uprobe-heal": "collapse_pte_mapped_thp",
+    "anon-empty0": "scan_pmd",
+    "anon-empty256": "scan_pmd",
+    "anon-empty511": "scan_pmd",
+    "shmem": "scan_file, retract, pte_mapped",
+    "file": "scan_file, retract, pte_mapped",
+    "shmem-pte-mapped": "scan_file, pte_mapped",
+    "file-pte-mapped": "scan_file, pte_mapped",
+    "uprobe-heal": "pte_mapped",
+    "retract-1": "scan_file, retract, pte_mapped",
+    "retract-16": "scan_file, retract, pte_mapped",
+    "retract-256": "scan_file, retract, pte_mapped",
+    "khugepaged-scan": "scan loop, scan_pmd",
 }
 
 

@@ -11,7 +11,8 @@
  *
  * Profile: khugepaged_bench --profile ITERATIONS [DIR]
  *   Re-collapses a PTE-mapped shmem (and file) THP ITERATIONS times per
- *   implementation, sampling the kernel's instruction pointer with a
+ *   implementation, and collapses new shmem and anonymous memory
+ *   ITERATIONS / 3 times, sampling the kernel's instruction pointer with a
  *   cpu-clock perf event enabled only around MADV_COLLAPSE, and prints the
  *   samples per kernel function (from /proc/kallsyms):
  *
@@ -453,22 +454,27 @@ static long prof_drain(void *ring, long *counts)
 }
 
 /*
- * Samples of @iters first collapses of 2 MiB of small shmem pages per impl
- * (hpage_collapse_scan_file, collapse_file, retract_page_tables,
- * collapse_pte_mapped_thp), a new memfd each time.
+ * Samples of @iters first collapses of 2 MiB of small pages per impl, new
+ * memory each time: shmem (a memfd: hpage_collapse_scan_file,
+ * collapse_file, retract_page_tables, collapse_pte_mapped_thp) or, if
+ * @anon, anonymous (hpage_collapse_scan_pmd, collapse_huge_page).
  */
-static void profile_shmem_collapse(int iters, long *counts, void *ring, int pfd)
+static void profile_fresh(const char *row, bool anon, int iters, long *counts,
+			  void *ring, int pfd)
 {
 	static const char * const impls[] = { "c", "rust" };
 	long done[2] = { 0 }, lost = 0;
 
 	for (int i = 0; i < 2 * iters; i++) {
 		int which = (i + i / 2) % 2;	/* C, Rust, Rust, C, ... */
-		int fd = memfd_create("prof-shmem", 0);
+		int fd = anon ? -1 : memfd_create("prof-shmem", 0);
 		char *p = NULL;
 		int ret;
 
-		if (fd >= 0 && !ftruncate(fd, PMD_SIZE))
+		if (anon)
+			p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1);
+		else if (fd >= 0 && !ftruncate(fd, PMD_SIZE))
 			p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
 					MAP_SHARED, fd);
 		if (!p || write_str(KHUGEPAGED "impl", impls[which], 0)) {
@@ -476,6 +482,7 @@ static void profile_shmem_collapse(int iters, long *counts, void *ring, int pfd)
 				close(fd);
 			break;
 		}
+		madvise(p, PMD_SIZE, MADV_NOHUGEPAGE);
 		memset(p, 2, PMD_SIZE);
 		madvise(p, PMD_SIZE, MADV_HUGEPAGE);
 		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
@@ -483,7 +490,8 @@ static void profile_shmem_collapse(int iters, long *counts, void *ring, int pfd)
 		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
 		lost += prof_drain(ring, counts + which * nr_ksyms);
 		munmap(p, PMD_SIZE);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		if (ret)
 			break;
 		done[which]++;
@@ -491,11 +499,11 @@ static void profile_shmem_collapse(int iters, long *counts, void *ring, int pfd)
 	for (int which = 0; which < 2; which++)
 		for (size_t k = 0; k < nr_ksyms; k++)
 			if (counts[which * nr_ksyms + k])
-				printf("@@PROF row=shmem impl=%s sym=%s samples=%ld\n",
-				       impls[which], ksyms[k].name,
+				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
+				       row, impls[which], ksyms[k].name,
 				       counts[which * nr_ksyms + k]);
-	printf("@@PROFDONE row=shmem iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
-	       done[0], done[1], PROF_PERIOD_NS, lost);
+	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
+	       row, done[0], done[1], PROF_PERIOD_NS, lost);
 }
 
 /* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
@@ -528,8 +536,11 @@ static void profile(const char *mem, int iters)
 		printf("# %s %s: setup failed\n", __func__, mem);
 		goto out;
 	}
-	if (!strcmp(mem, "shmem-collapse")) {
-		profile_shmem_collapse(iters, counts, ring, pfd);
+	if (!strcmp(mem, "shmem-collapse") || !strcmp(mem, "anon")) {
+		bool anon = !strcmp(mem, "anon");
+
+		profile_fresh(anon ? "anon" : "shmem", anon, iters, counts, ring,
+			      pfd);
 		goto out;
 	}
 	p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED, fd);
@@ -620,6 +631,7 @@ int main(int argc, char **argv)
 		profile("shmem", atoi(argv[2]));
 		profile("file", atoi(argv[2]));
 		profile("shmem-collapse", atoi(argv[2]) / 3);
+		profile("anon", atoi(argv[2]) / 3);
 		return 0;
 	}
 	return bench(argc, argv);

@@ -44,33 +44,11 @@ static long status_field(const char *name)
 /* Calls of collapse_pte_mapped_thp() for the selected implementation. */
 static long impl_calls(char *impl, size_t len)
 {
-	char buf[256], name[32], *p;
-	long calls = -1, succ;
-	FILE *f;
+	long calls, succeeded;
 
-	f = fopen(KHUGEPAGED_SYSFS "impl", "r");
-	if (!f)
+	if (current_impl(impl, len) ||
+	    impl_stat(impl, "collapse_pte_mapped_thp", &calls, &succeeded))
 		return -1;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	p = strchr(buf, '[');
-	if (!p || sscanf(p + 1, "%31[^]]", name) != 1)
-		return -1;
-	snprintf(impl, len, "%s", name);
-
-	f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
-	if (!f)
-		return -1;
-	while (fgets(buf, sizeof(buf), f)) {
-		char n[32];
-		long c;
-
-		if (sscanf(buf, "%31s collapse_pte_mapped_thp %ld %ld", n, &c,
-			   &succ) == 3 && !strcmp(n, name))
-			calls = c;
-	}
-	fclose(f);
 	return calls;
 }
 

@@ -69,48 +69,6 @@ struct report {
 	long bad;	/* bytes that differ from what it should read, or -1 */
 };
 
-/* The running implementation, from khugepaged/impl ("[rust] c"). */
-static int current_impl(char *name, size_t len)
-{
-	char buf[64] = "", *b, *e;
-	int fd = open(KHUGEPAGED_SYSFS "impl", O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) <= 0)
-		buf[0] = 0;
-	close(fd);
-	b = strchr(buf, '[');
-	e = b ? strchr(b, ']') : NULL;
-	if (!e || (size_t)(e - b) > len)
-		return -1;
-	memcpy(name, b + 1, e - b - 1);
-	name[e - b - 1] = 0;
-	return 0;
-}
-
-/* retract_page_tables() calls and tables removed by implementation @impl. */
-static int retract_stats(const char *impl, long *calls, long *tables)
-{
-	char line[256], name[32];
-	FILE *f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
-	int found = -1;
-	long c, t;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%31s retract_page_tables %ld %ld", name, &c,
-			   &t) == 3 && !strcmp(name, impl)) {
-			*calls = c;
-			*tables = t;
-			found = 0;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 /* Registers [p, p + len) for uffd-wp; returns the uffd, or -1. */
 static int uffd_wp_register(char *p, size_t len)
 {
@@ -292,13 +250,13 @@ TEST_F(retract, only_eligible_vmas_lose_their_table)
 		ASSERT_EQ(1, c) TH_LOG("a child could not set up its mapping");
 	}
 
-	ASSERT_EQ(0, retract_stats(impl, &calls0, &tables0));
+	ASSERT_EQ(0, impl_stat(impl, "retract_page_tables", &calls0, &tables0));
 	p = map_role(COLLAPSER, self->fd);
 	ASSERT_NE(NULL, p);
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE)) {
 		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	}
-	ASSERT_EQ(0, retract_stats(impl, &calls1, &tables1));
+	ASSERT_EQ(0, impl_stat(impl, "retract_page_tables", &calls1, &tables1));
 	EXPECT_EQ(1, calls1 - calls0);
 	EXPECT_EQ(2, tables1 - tables0) {
 		TH_LOG("%s removed %ld tables, want 2: collapser, peer",

@@ -59,18 +59,10 @@ static long probe_hits(const char *event)
 /* collapse_pte_mapped_thp() calls, all implementations together. */
 static long pte_mapped_calls(void)
 {
-	char buf[256], name[32];
-	long calls = 0, c, s;
-	FILE *f = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
+	long calls, succeeded;
 
-	if (!f)
-		return -1;
-	while (fgets(buf, sizeof(buf), f))
-		if (sscanf(buf, "%31s collapse_pte_mapped_thp %ld %ld", name,
-			   &c, &s) == 3)
-			calls += c;
-	fclose(f);
-	return calls;
+	return impl_stat(NULL, "collapse_pte_mapped_thp", &calls,
+			 &succeeded) ? -1 : calls;
 }
 
 static char *map_aligned(int fd)

@@ -102,6 +102,54 @@ static inline int ro_file(const char *path, const void *buf, size_t len,
 	return fd;
 }
 
+/* The selected implementation, from khugepaged/impl ("[rust] c"); 0 or -1. */
+static inline int current_impl(char *name, size_t len)
+{
+	char buf[64] = "", *b, *e;
+	int fd = open(KHUGEPAGED_SYSFS "impl", O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (read(fd, buf, sizeof(buf) - 1) <= 0)
+		buf[0] = 0;
+	close(fd);
+	b = strchr(buf, '[');
+	e = b ? strchr(b, ']') : NULL;
+	if (!e || (size_t)(e - b) > len)
+		return -1;
+	memcpy(name, b + 1, e - b - 1);
+	name[e - b - 1] = 0;
+	return 0;
+}
+
+/*
+ * The two counters of khugepaged/impl_stats's line "<impl> @fn <first>
+ * <second>" for implementation @impl, or summed over all of them if @impl
+ * is NULL. Returns 0, or -1 if no such line was found.
+ */
+static inline int impl_stat(const char *impl, const char *fn, long *first,
+			    long *second)
+{
+	char line[256], name[32], f[64];
+	FILE *file = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
+	int found = -1;
+	long a, b;
+
+	if (!file)
+		return -1;
+	*first = *second = 0;
+	while (fgets(line, sizeof(line), file)) {
+		if (sscanf(line, "%31s %63s %ld %ld", name, f, &a, &b) != 4 ||
+		    strcmp(f, fn) || (impl && strcmp(name, impl)))
+			continue;
+		*first += a;
+		*second += b;
+		found = 0;
+	}
+	fclose(file);
+	return found;
+}
+
 /* A PMD-aligned address with @len bytes free after it, or NULL. */
 static inline char *aligned_hole(size_t len)
 {

@@ -117,37 +117,58 @@ static bool pte_map(char *p, bool is_file)
 	return smaps_field(p, field) == 0 && smaps_field(p, "Rss:") == 2048;
 }
 
+/*
+ * A read-only ext4 file (needs DIR) or a memfd of PMD_SIZE bytes, as the
+ * shmem and file rows use them; -1 on failure.
+ */
+static int shared_fd(bool is_file)
+{
+	char path[4096];
+	int fd;
+
+	if (!is_file) {
+		fd = memfd_create("bench", 0);
+		if (fd >= 0 && ftruncate(fd, PMD_SIZE)) {
+			close(fd);
+			fd = -1;
+		}
+		return fd;
+	}
+	if (!dir)
+		return -1;
+	snprintf(path, sizeof(path), "%s/bench.%d", dir, getpid());
+	return make_file(path, PMD_SIZE, false);
+}
+
+/* Maps @fd at a PMD-aligned address and faults it in; NULL on failure. */
+static char *map_shared(int fd, bool is_file)
+{
+	int prot = is_file ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
+	char *p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED,
+			      fd);
+
+	if (p && is_file)
+		touch(p, PMD_SIZE);
+	else if (p)
+		memset(p, 2, PMD_SIZE);
+	return p;
+}
+
 /* 2. and 3. shmem and file: collapse_file + retract; then re-collapse. */
 static void bench_shared(const char *mem)
 {
 	int is_file = !strcmp(mem, "file");
 	const char *field = is_file ? "FilePmdMapped:" : "ShmemPmdMapped:";
-	int prot = is_file ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
 	int fd;
 	char row[32], *p;
 	long long ns;
 
-	if (is_file) {
-		char path[4096];
-
-		if (!dir)
-			return;
-		snprintf(path, sizeof(path), "%s/bench.%d", dir, getpid());
-		fd = make_file(path, PMD_SIZE, false);
-	} else {
-		fd = memfd_create("bench", 0);
-		if (fd >= 0 && ftruncate(fd, PMD_SIZE))
-			fd = -1;
-	}
+	fd = shared_fd(is_file);
 	if (fd < 0)
 		return;
-	p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED, fd);
+	p = map_shared(fd, is_file);
 	if (!p)
 		goto out;
-	if (is_file)
-		touch(p, PMD_SIZE);
-	else
-		memset(p, 2, PMD_SIZE);
 	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
 	ns = timed_collapse(p, PMD_SIZE);
 	snprintf(row, sizeof(row), "%s", mem);
@@ -453,6 +474,22 @@ static long prof_drain(void *ring, long *counts)
 	return lost;
 }
 
+/* The samples per kernel function and implementation, and the totals. */
+static void prof_print(const char *row, const long *counts, const long *done,
+		       long lost)
+{
+	static const char * const impls[] = { "c", "rust" };
+
+	for (int which = 0; which < 2; which++)
+		for (size_t k = 0; k < nr_ksyms; k++)
+			if (counts[which * nr_ksyms + k])
+				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
+				       row, impls[which], ksyms[k].name,
+				       counts[which * nr_ksyms + k]);
+	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
+	       row, done[0], done[1], PROF_PERIOD_NS, lost);
+}
+
 /*
  * Samples of @iters first collapses of 2 MiB of small pages per impl, new
  * memory each time: shmem (a memfd: hpage_collapse_scan_file,
@@ -496,14 +533,7 @@ static void profile_fresh(const char *row, bool anon, int iters, long *counts,
 			break;
 		done[which]++;
 	}
-	for (int which = 0; which < 2; which++)
-		for (size_t k = 0; k < nr_ksyms; k++)
-			if (counts[which * nr_ksyms + k])
-				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
-				       row, impls[which], ksyms[k].name,
-				       counts[which * nr_ksyms + k]);
-	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
-	       row, done[0], done[1], PROF_PERIOD_NS, lost);
+	prof_print(row, counts, done, lost);
 }
 
 /* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
@@ -512,25 +542,15 @@ static void profile(const char *mem, int iters)
 	static const char * const impls[] = { "c", "rust" };
 	bool is_file = !strcmp(mem, "file");
 	const char *field = is_file ? "FilePmdMapped:" : "ShmemPmdMapped:";
-	int prot = is_file ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE;
 	long *counts = calloc(2 * nr_ksyms, sizeof(long));
 	long done[2] = { 0 }, lost = 0;
 	char row[32], *p = NULL;
 	void *ring;
 	int fd, pfd;
 
-	if (is_file) {
-		char path[4096];
-
-		if (!dir)
-			return;
-		snprintf(path, sizeof(path), "%s/prof.%d", dir, getpid());
-		fd = make_file(path, PMD_SIZE, false);
-	} else {
-		fd = memfd_create("prof", 0);
-		if (fd >= 0 && ftruncate(fd, PMD_SIZE))
-			fd = -1;
-	}
+	if (is_file && !dir)
+		return;
+	fd = shared_fd(is_file);
 	pfd = prof_open(&ring);
 	if (fd < 0 || pfd < 0 || !counts) {
 		printf("# %s %s: setup failed\n", __func__, mem);
@@ -543,13 +563,9 @@ static void profile(const char *mem, int iters)
 			      pfd);
 		goto out;
 	}
-	p = aligned_map(PMD_SIZE, prot, is_file ? MAP_PRIVATE : MAP_SHARED, fd);
+	p = map_shared(fd, is_file);
 	if (!p)
 		goto out;
-	if (is_file)
-		touch(p, PMD_SIZE);
-	else
-		memset(p, 2, PMD_SIZE);
 	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
 	if (madvise(p, PMD_SIZE, MADV_COLLAPSE) || smaps_field(p, field) != 2048)
 		goto out;
@@ -567,14 +583,7 @@ static void profile(const char *mem, int iters)
 		lost += prof_drain(ring, counts + which * nr_ksyms);
 		done[which]++;
 	}
-	for (int which = 0; which < 2; which++)
-		for (size_t k = 0; k < nr_ksyms; k++)
-			if (counts[which * nr_ksyms + k])
-				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
-				       row, impls[which], ksyms[k].name,
-				       counts[which * nr_ksyms + k]);
-	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
-	       row, done[0], done[1], PROF_PERIOD_NS, lost);
+	prof_print(row, counts, done, lost);
 out:
 	if (p)
 		munmap(p, PMD_SIZE);

@@ -6,11 +6,15 @@
  */
 
 #include <linux/fs.h>
+#include <linux/highmem.h>
 #include <linux/huge_mm.h>
+#include <linux/ksm.h>
 #include <linux/mm.h>
+#include <linux/mm_inline.h>
 #include <linux/mmu_notifier.h>
 #include <linux/page_table_check.h>
 #include <linux/pagemap.h>
+#include <linux/pgalloc.h>
 #include <linux/pgtable.h>
 #include <linux/rcupdate.h>
 #include <linux/rcupdate_wait.h>
@@ -469,6 +473,154 @@ void rust_helper_rcu_read_lock(void)
 void rust_helper_rcu_read_unlock(void)
 {
 	rcu_read_unlock();
+}
+
+/* The anonymous collapse (mm/khugepaged/collapse_anon.rs) */
+
+void rust_helper_vma_start_write(struct vm_area_struct *vma)
+{
+	vma_start_write(vma);
+}
+
+void rust_helper_khugepaged_pmd_populate(struct mm_struct *mm, pmd_t *pmd,
+					 pgtable_t pgtable)
+{
+	pmd_populate(mm, pmd, pgtable);
+}
+
+/*
+ * The huge PMD that collapse_huge_page() installs for @page in @vma: dirty,
+ * and writable if the VMA is (maybe_pmd_mkwrite(), in mm/internal.h).
+ */
+pmd_t rust_helper_khugepaged_mk_huge_pmd(struct page *page,
+					 struct vm_area_struct *vma)
+{
+	pmd_t entry = pmd_mkdirty(mk_huge_pmd(page, vma->vm_page_prot));
+
+	if (likely(vma->vm_flags & VM_WRITE))
+		entry = pmd_mkwrite(entry, vma);
+	return entry;
+}
+
+void rust_helper_khugepaged_add_new_anon_rmap(struct folio *folio,
+					      struct vm_area_struct *vma,
+					      unsigned long address)
+{
+	folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE);
+}
+
+void rust_helper_set_pmd_at(struct mm_struct *mm, unsigned long addr,
+			    pmd_t *pmdp, pmd_t pmd)
+{
+	set_pmd_at(mm, addr, pmdp, pmd);
+}
+
+void rust_helper_update_mmu_cache_pmd(struct vm_area_struct *vma,
+				      unsigned long addr, pmd_t *pmd)
+{
+	update_mmu_cache_pmd(vma, addr, pmd);
+}
+
+void rust_helper___folio_mark_uptodate(struct folio *folio)
+{
+	__folio_mark_uptodate(folio);
+}
+
+bool rust_helper_folio_test_large(struct folio *folio)
+{
+	return folio_test_large(folio);
+}
+
+bool rust_helper_folio_trylock(struct folio *folio)
+{
+	return folio_trylock(folio);
+}
+
+int rust_helper_folio_is_file_lru(struct folio *folio)
+{
+	return folio_is_file_lru(folio);
+}
+
+void rust_helper_node_stat_mod_folio(struct folio *folio,
+				     enum node_stat_item item, int nr)
+{
+	node_stat_mod_folio(folio, item, nr);
+}
+
+void rust_helper_node_stat_sub_folio(struct folio *folio,
+				     enum node_stat_item item)
+{
+	node_stat_sub_folio(folio, item);
+}
+
+struct folio *rust_helper_pfn_folio(unsigned long pfn)
+{
+	return pfn_folio(pfn);
+}
+
+struct page *rust_helper_pte_page(pte_t pte)
+{
+	return pte_page(pte);
+}
+
+void rust_helper_clear_user_highpage(struct page *page, unsigned long vaddr)
+{
+	clear_user_highpage(page, vaddr);
+}
+
+/* Machine-check safe where the arch has copy_mc_to_kernel(). */
+int rust_helper_copy_mc_user_highpage(struct page *to, struct page *from,
+				      unsigned long vaddr,
+				      struct vm_area_struct *vma)
+{
+	return copy_mc_user_highpage(to, from, vaddr, vma);
+}
+
+void rust_helper_ksm_might_unmap_zero_page(struct mm_struct *mm, pte_t pte)
+{
+	ksm_might_unmap_zero_page(mm, pte);
+}
+
+void rust_helper_folio_remove_rmap_pte(struct folio *folio, struct page *page,
+				       struct vm_area_struct *vma)
+{
+	folio_remove_rmap_pte(folio, page, vma);
+}
+
+/* Functions with CONFIG_SWAP, inlines or macros without. */
+void rust_helper_khugepaged_free_page_and_swap_cache(struct page *page)
+{
+	free_page_and_swap_cache(page);
+}
+
+void rust_helper_khugepaged_free_swap_cache(struct folio *folio)
+{
+	free_swap_cache(folio);
+}
+
+/* A list of isolated folios through their lru, as compound_pagelist. */
+void rust_helper_khugepaged_folio_list_init(struct list_head *list)
+{
+	INIT_LIST_HEAD(list);
+}
+
+void rust_helper_khugepaged_folio_list_add(struct folio *folio,
+					   struct list_head *list)
+{
+	list_add_tail(&folio->lru, list);
+}
+
+struct folio *rust_helper_khugepaged_folio_list_next(struct list_head *list,
+						     struct folio *prev)
+{
+	struct list_head *next = prev ? prev->lru.next : list->next;
+
+	return next == list ? NULL : list_entry(next, struct folio, lru);
+}
+
+void rust_helper_khugepaged_folio_list_del(struct folio *folio)
+{
+	list_del(&folio->lru);
 }
 
 /* mmu_notifier: these are empty inlines without CONFIG_MMU_NOTIFIER. */

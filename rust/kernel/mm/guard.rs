@@ -13,7 +13,9 @@
 //!
 //! ```text
 //! mmap_lock               MmapReadGuard, MmapWriteGuard, or MmapLocked
-//!                         (asserted, for callers that already hold it)
+//!                         (asserted, for callers that already hold it);
+//!                         WriteLockedVma: vma_start_write() under the
+//!                         write lock
 //!   folio lock            LockedFolio        from a Vma
 //!     i_mmap_rwsem        IMmapReadGuard,    from a Mapping (a Vma's, or
 //!                         IMmapWriteGuard    one the caller pins)
@@ -46,6 +48,11 @@
 //!   is held, and a page table is only detached under both locks
 //!   ([`PmdPteLock::collapse_flush`]); the detached table must then be freed
 //!   ([`DetachedTable::free`]) after the locks are dropped.
+//! - A table that still maps pages is only detached with proof that nothing
+//!   else can walk into it ([`PmdLock::detach_populated`] takes the
+//!   [`WriteLockedVma`] and its [`AnonVmaWriteGuard`]); the
+//!   [`DetachedPtes`] it returns puts it back when dropped, unless a huge
+//!   PMD replaces it ([`DetachedPtes::install_anon_huge`]).
 //!
 //! What the types cannot see (a spinlock held by C code around a call into
 //! Rust, a guard of a lower level that is still alive while one of a higher
@@ -238,6 +245,29 @@ impl<'a> MmapReadGuard<'a> {
         }
     }
 
+    /// Takes over the read lock that the caller holds on `mm` (asserted
+    /// with `mmap_assert_locked()`): the guard releases it, as C code that
+    /// is called with the lock and returns without it
+    /// (`collapse_huge_page()`) does.
+    ///
+    /// # Safety
+    ///
+    /// `mm` must point to an `mm_struct` that stays live for `'a`, whose
+    /// mmap lock the caller holds for reading and no longer releases
+    /// itself.
+    #[inline]
+    pub unsafe fn adopt(mm: NonNull<bindings::mm_struct>) -> Self {
+        // SAFETY: `mm` is live (safety requirements).
+        unsafe { bindings::mmap_assert_locked(mm.as_ptr()) };
+        // INVARIANT: held for reading, and now released by this guard only.
+        Self {
+            locked: MmapLocked {
+                mm,
+                _lock: PhantomData,
+            },
+        }
+    }
+
     /// Takes the mmap lock of `mm` for reading if that does not mean
     /// waiting (`mmap_read_trylock()`).
     ///
@@ -324,6 +354,46 @@ impl<'a> MmapWriteGuard<'a> {
                 _lock: PhantomData,
             },
         }
+    }
+}
+
+impl MmapWriteGuard<'_> {
+    /// Write-locks `vma` for page faults under the per-VMA lock
+    /// (`vma_start_write()`), so that only the mmap write lock, held here,
+    /// gives access to its page tables. Returns `None` if `vma` is not one
+    /// of this mm's.
+    #[inline]
+    pub fn vma_start_write<'b>(&'b self, vma: Vma<'b>) -> Option<WriteLockedVma<'b>> {
+        if vma.mm() != self.as_ptr() {
+            return None;
+        }
+        // SAFETY: the VMA is one of this mm's, whose mmap lock this guard
+        // holds for writing.
+        unsafe { bindings::vma_start_write(vma.as_ptr()) };
+        // INVARIANT: write-locked just now, under the mmap write lock that
+        // `'b` borrows.
+        Some(WriteLockedVma { vma })
+    }
+}
+
+/// A VMA write-locked with `vma_start_write()` under the mmap write lock:
+/// no page fault, no per-VMA-lock reader and no mmap-lock reader can
+/// reach its page tables until the mmap write lock is released.
+///
+/// # Invariants
+///
+/// `vma` is write-locked and the mmap write lock of its mm is held for
+/// `'a`.
+pub struct WriteLockedVma<'a> {
+    vma: Vma<'a>,
+}
+
+impl<'a> core::ops::Deref for WriteLockedVma<'a> {
+    type Target = Vma<'a>;
+
+    #[inline]
+    fn deref(&self) -> &Vma<'a> {
+        &self.vma
     }
 }
 
@@ -813,6 +883,14 @@ pub struct AnonVmaWriteGuard<'a> {
     av: AnonVma<'a>,
 }
 
+impl AnonVmaWriteGuard<'_> {
+    /// Whether this guard holds the lock of `vma`'s anon_vma.
+    #[inline]
+    pub fn locks_anon_vma_of(&self, vma: &Vma<'_>) -> bool {
+        vma.anon_vma().map(|av| av.av) == Some(self.av.av)
+    }
+}
+
 impl Drop for AnonVmaWriteGuard<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -908,16 +986,8 @@ impl<'a> LockedFolio<'a> {
         if n >= self.nr {
             return core::ptr::null_mut();
         }
-        // The pages of a folio are contiguous in the memmap unless it is
-        // split in sections (SPARSEMEM without VMEMMAP): nth_page().
-        #[cfg(any(not(CONFIG_SPARSEMEM), CONFIG_SPARSEMEM_VMEMMAP))]
-        // SAFETY: a `struct folio` overlays its first `struct page`
-        // (`&folio->page`, mm_types.h), `n` is within the folio, and its
-        // `struct page`s are contiguous in this configuration.
-        return unsafe { self.as_ptr().cast::<bindings::page>().add(n) };
-        #[cfg(all(CONFIG_SPARSEMEM, not(CONFIG_SPARSEMEM_VMEMMAP)))]
-        // SAFETY: `n` is within the folio.
-        return unsafe { bindings::folio_page(self.as_ptr(), n as c_ulong) };
+        // SAFETY: we hold a reference and `n` is within the folio.
+        unsafe { folio_page(self.folio, n) }
     }
 
     /// Takes one more reference for a new mapping of the folio.
@@ -1106,7 +1176,7 @@ impl<'a> Pmd<'a> {
             ptes,
             // SAFETY: `ptl` is set whenever a table was mapped.
             ptl: unsafe { NonNull::new_unchecked(ptl) },
-            _pmd: PhantomData,
+            pmd: self,
         })
     }
 
@@ -1217,10 +1287,26 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings:
 pub struct PteMapLock<'p> {
     ptes: NonNull<bindings::pte_t>,
     ptl: NonNull<bindings::spinlock_t>,
-    _pmd: PhantomData<&'p ()>,
+    pmd: &'p Pmd<'p>,
 }
 
-impl PteMapLock<'_> {
+impl<'p> PteMapLock<'p> {
+    /// Releases the lock and keeps the table mapped (`spin_unlock()`
+    /// without `pte_unmap()`), for work that takes the lock only around
+    /// the entries it changes.
+    #[inline]
+    pub fn unlock(self) -> PteMap<'p> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: held by this guard (type invariant), which is not dropped.
+        unsafe { bindings::spin_unlock(this.ptl.as_ptr()) };
+        // INVARIANT: still mapped; `ptl` is the table's lock.
+        PteMap {
+            ptes: this.ptes,
+            ptl: this.ptl,
+            pmd: this.pmd,
+        }
+    }
+
     /// Reads entry `i`, or `None` past the PMD range.
     #[inline]
     pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
@@ -1400,6 +1486,43 @@ impl<'p> PmdLock<'p> {
     }
 }
 
+impl<'p> PmdLock<'p> {
+    /// Detaches the PTE table, PTEs and all, for a copy into a huge page:
+    /// `pmdp_collapse_flush()` of the entry, which flushes the TLB for its
+    /// range (GUP-fast backs off when it sees the entry change). The table
+    /// goes back with the returned [`DetachedPtes`]' drop, or is replaced
+    /// by a huge PMD with [`DetachedPtes::install_anon_huge`].
+    ///
+    /// Nothing else can walk into the table meanwhile: page faults and
+    /// mmap-lock walkers are excluded by `vma`'s write locks, and rmap walks
+    /// of its anonymous pages by the anon_vma lock `av` (and afterwards by
+    /// the folio locks the caller takes).
+    ///
+    /// Returns `None`, detaching nothing, if `vma` is not the entry's VMA,
+    /// `av` does not lock its anon_vma, or the entry is not a PTE table.
+    #[inline]
+    pub fn detach_populated(
+        &self,
+        vma: &WriteLockedVma<'p>,
+        av: &AnonVmaWriteGuard<'_>,
+    ) -> Option<DetachedPtes<'p>> {
+        let pmd = self.pmd;
+        if vma.as_ptr() != pmd.vma.as_ptr() || !av.locks_anon_vma_of(vma) {
+            return None;
+        }
+        // SAFETY: the entry is valid, and stable while its lock is held.
+        if PmdKind::of(unsafe { read_once(pmd.as_ptr()) }) != PmdKind::Table {
+            return None;
+        }
+        // SAFETY: the PMD lock is held (type invariant) and the VMA maps the
+        // entry's range (`Pmd` invariant).
+        let pmdval =
+            unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
+        // INVARIANT: detached just now, with the VMA write-locked for 'p.
+        Some(DetachedPtes { pmdval, pmd })
+    }
+}
+
 impl Drop for PmdLock<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -1515,6 +1638,234 @@ impl DetachedTable<'_> {
             bindings::pte_free_defer(self.mm, bindings::pmd_pgtable(self.pgt_pmd));
         }
     }
+}
+
+/// A populated PTE table detached from its PMD entry by
+/// [`PmdLock::detach_populated`], whose entry stays `pmd_none()` meanwhile.
+///
+/// Dropping it puts the table back (`pmd_populate()` under the PMD lock,
+/// which the drop takes: drop it with no PMD lock held), with every PTE it
+/// still has: the failure paths of a collapse undo the detach this way.
+///
+/// # Invariants
+///
+/// `pmdval` is the old value of the entry `pmd`, which points to a PTE
+/// table that is no longer reachable from the mm's page tables, and has
+/// not been freed; the VMA of `pmd` is write-locked (mmap write lock and
+/// `vma_start_write()`) for `'p`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::guard::*};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR + 4096, &[1])?;
+/// let mmap = mm.mmap_write();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let vma = mmap.vma_start_write(vma).ok_or(EINVAL)?;
+/// let av = vma.anon_vma().ok_or(EINVAL)?;
+/// let av = av.lock_write();
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// let detached = pmd.lock().detach_populated(&vma, &av).ok_or(EINVAL)?;
+/// // Detached: the entry is empty, the table keeps its PTEs.
+/// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::None);
+/// let ptes = detached.map_lock().ok_or(EINVAL)?;
+/// // SAFETY: these only look at the values.
+/// unsafe {
+///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
+///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
+/// }
+/// // Unlocked, still mapped.
+/// let ptes = ptes.unlock();
+/// // Nothing to detach any more.
+/// assert!(pmd.lock().detach_populated(&vma, &av).is_none());
+/// // Dropped: the table is back, PTEs and all.
+/// drop(detached);
+/// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
+/// drop(ptes);
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// // SAFETY: only looks at the value.
+/// assert!(unsafe { bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) } != 0);
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "dropping it puts the page table back"]
+pub struct DetachedPtes<'p> {
+    pmdval: bindings::pmd_t,
+    pmd: &'p Pmd<'p>,
+}
+
+impl<'p> DetachedPtes<'p> {
+    /// Maps and locks the detached table (`pte_offset_map_lock()` on the
+    /// saved entry); `None` if that fails.
+    ///
+    /// The mapping may outlive `self`: the table stays allocated while the
+    /// VMA is write-locked, whether it is put back or deposited.
+    #[inline]
+    pub fn map_lock(&self) -> Option<PteMapLock<'p>> {
+        let mut ptl = core::ptr::null_mut();
+        let mut pmdval = self.pmdval;
+        // SAFETY: `pmdval` is a PTE table entry of this mm for `haddr`, and
+        // the table is not freed (type invariant); the function reads the
+        // entry only during the call.
+        let ptes = unsafe {
+            bindings::__pte_offset_map_lock(
+                self.pmd.vma.mm(),
+                &mut pmdval,
+                self.pmd.haddr,
+                &mut ptl,
+            )
+        };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` locked.
+        Some(PteMapLock {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            pmd: self.pmd,
+        })
+    }
+
+    /// Replaces the table by a huge PMD mapping `folio` in the VMA, which
+    /// is anonymous: under the PMD lock, `folio_add_new_anon_rmap()`
+    /// (exclusive), `folio_add_lru_vma()`, the table deposited
+    /// (`pgtable_trans_huge_deposit()`) for a later split, `set_pmd_at()` of
+    /// a dirty entry (writable if the VMA is), `update_mmu_cache_pmd()`,
+    /// and `deferred_split_folio()`. The folio is marked uptodate first,
+    /// so its contents are visible before the entry is.
+    ///
+    /// # Safety
+    ///
+    /// Every entry of the table must have been cleared (with its rmap,
+    /// reference and rss accounting done), `folio` must hold the data of
+    /// the whole PMD range, and the VMA must be anonymous with an anon_vma.
+    #[inline]
+    pub unsafe fn install_anon_huge(self, folio: NewFolio) {
+        let this = core::mem::ManuallyDrop::new(self);
+        let pmd = this.pmd;
+        let (vma, mm, haddr) = (pmd.vma.as_ptr(), pmd.vma.mm(), pmd.haddr);
+        let folio = core::mem::ManuallyDrop::new(folio);
+        // SAFETY: the folio is ours, not yet mapped; the VMA is valid.
+        let entry = unsafe {
+            bindings::__folio_mark_uptodate(folio.as_ptr());
+            bindings::khugepaged_mk_huge_pmd(folio.page(0), vma)
+        };
+        let _pml = pmd.lock();
+        // SAFETY: the PMD lock is held; the table is detached and empty and
+        // the VMA an anonymous one (safety requirements), write-locked (type
+        // invariant), and the folio's reference becomes the mapping's.
+        unsafe {
+            if bindings::pmd_none(read_once(pmd.as_ptr())) == 0 {
+                bindings::BUG();
+            }
+            bindings::khugepaged_add_new_anon_rmap(folio.as_ptr(), vma, haddr);
+            bindings::folio_add_lru_vma(folio.as_ptr(), vma);
+            bindings::pgtable_trans_huge_deposit(
+                mm,
+                pmd.as_ptr(),
+                bindings::pmd_pgtable(this.pmdval),
+            );
+            bindings::set_pmd_at(mm, haddr, pmd.as_ptr(), entry);
+            bindings::update_mmu_cache_pmd(vma, haddr, pmd.as_ptr());
+            bindings::deferred_split_folio(folio.as_ptr(), false);
+        }
+    }
+}
+
+impl Drop for DetachedPtes<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let _pml = self.pmd.lock();
+        // SAFETY: the PMD lock is held; the entry stayed none while the
+        // table was detached (type invariant: the VMA is write-locked), and
+        // the table is put back as it was. `set_pmd_at()` is for huge
+        // entries only: a table goes back with `pmd_populate()`.
+        unsafe {
+            if bindings::pmd_none(read_once(self.pmd.as_ptr())) == 0 {
+                bindings::BUG();
+            }
+            bindings::khugepaged_pmd_populate(
+                self.pmd.vma.mm(),
+                self.pmd.as_ptr(),
+                bindings::pmd_pgtable(self.pmdval),
+            );
+        }
+    }
+}
+
+/// A folio that nothing maps yet, with a reference owned by this object
+/// (a freshly allocated huge page, say); dropping it puts the reference.
+///
+/// # Invariants
+///
+/// `folio` points to a folio on which this object owns one reference, of
+/// `nr` pages.
+pub struct NewFolio {
+    folio: NonNull<bindings::folio>,
+    nr: usize,
+}
+
+impl NewFolio {
+    /// Takes over the caller's reference to `folio`.
+    ///
+    /// # Safety
+    ///
+    /// `folio` must point to a folio that nothing maps, on which the caller
+    /// owns a reference that it hands over.
+    #[inline]
+    pub unsafe fn from_raw(folio: NonNull<bindings::folio>) -> Self {
+        // SAFETY: referenced, so live (safety requirements).
+        let nr = unsafe { bindings::folio_nr_pages(folio.as_ptr()) } as usize;
+        // INVARIANT: the caller's reference is now ours.
+        Self { folio, nr }
+    }
+
+    /// Returns the raw folio pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::folio {
+        self.folio.as_ptr()
+    }
+
+    /// `folio_page(folio, n)`: the page at index `n`, or NULL when `n` is
+    /// outside the folio.
+    #[inline]
+    pub fn page(&self, n: usize) -> *mut bindings::page {
+        if n >= self.nr {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: we hold a reference and `n` is within the folio.
+        unsafe { folio_page(self.folio, n) }
+    }
+}
+
+impl Drop for NewFolio {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference (type invariant).
+        unsafe { bindings::folio_put(self.as_ptr()) };
+    }
+}
+
+/// `folio_page(folio, n)`.
+///
+/// # Safety
+///
+/// `folio` must be live with more than `n` pages.
+#[inline]
+unsafe fn folio_page(folio: NonNull<bindings::folio>, n: usize) -> *mut bindings::page {
+    // The pages of a folio are contiguous in the memmap unless it is split
+    // in sections (SPARSEMEM without VMEMMAP): nth_page().
+    #[cfg(any(not(CONFIG_SPARSEMEM), CONFIG_SPARSEMEM_VMEMMAP))]
+    // SAFETY: a `struct folio` overlays its first `struct page`
+    // (`&folio->page`, mm_types.h), `n` is within the folio (safety
+    // requirements), and its `struct page`s are contiguous in this
+    // configuration.
+    return unsafe { folio.as_ptr().cast::<bindings::page>().add(n) };
+    #[cfg(all(CONFIG_SPARSEMEM, not(CONFIG_SPARSEMEM_VMEMMAP)))]
+    // SAFETY: `n` is within the folio (safety requirements).
+    return unsafe { bindings::folio_page(folio.as_ptr(), n as c_ulong) };
 }
 
 /// An mmu_notifier range, set up for `MMU_NOTIFY_CLEAR` of a PMD range.

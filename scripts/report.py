@@ -150,6 +150,8 @@ REACH = [
     ("upstream-khugepaged-shmem", "khugepaged_scan_mm_slot", "first", "calls"),
     ("upstream-khugepaged-file", "khugepaged_scan_mm_slot", "first", "calls"),
     ("upstream-khugepaged-file", "hpage_collapse_scan_file", "first", "calls"),
+    ("upstream-madvise-anon", "collapse_huge_page", "second", "huge pages installed"),
+    ("upstream-khugepaged-anon", "collapse_huge_page", "second", "huge pages installed"),
 ]
 
 
@@ -271,7 +273,8 @@ def test_report(pairs):
                               ("retract_page_tables", "page tables removed", 3),
                               ("hpage_collapse_scan_file", "calls", 2),
                               ("khugepaged_scan_mm_slot", "calls", 2),
-                              ("hpage_collapse_scan_pmd", "calls", 2)):
+                              ("hpage_collapse_scan_pmd", "calls", 2),
+                              ("collapse_huge_page", "huge pages installed", 3)):
             rust = [s.split() for s in stats if s.startswith(f"rust {fn} ")]
             if lines and (not rust or int(rust[0][col]) == 0):
                 failed += 1
@@ -305,15 +308,16 @@ def test_report(pairs):
     print()
     if notes:
         print("impl_stats per implementation (collapse_pte_mapped_thp, "
-              "hpage_collapse_scan_file, hpage_collapse_scan_pmd: calls, SCAN_SUCCEED; "
+              "hpage_collapse_scan_file, hpage_collapse_scan_pmd, collapse_huge_page: "
+              "calls, SCAN_SUCCEED; "
               "retract_page_tables: calls, tables removed; khugepaged_scan_mm_slot: calls, "
               "pages of progress), doctests, console errors:")
         for n in notes:
             print(f"  {n}")
     fns = ("collapse_pte_mapped_thp", "retract_page_tables", "hpage_collapse_scan_file",
-           "hpage_collapse_scan_pmd", "khugepaged_scan_mm_slot")
+           "hpage_collapse_scan_pmd", "collapse_huge_page", "khugepaged_scan_mm_slot")
     short = ("pte_mapped calls", "retract tables", "scan_file calls", "scan_pmd calls",
-             "scan_mm_slot calls")
+             "anon THPs", "scan_mm_slot calls")
     for arch, rows in reach.items():
         if not rows:
             continue
@@ -321,7 +325,8 @@ def test_report(pairs):
               "(impl_stats delta per suite):")
         print(f"  {'suite':<26}" + "".join(f"{h:>20}" for h in short))
         for suite, got in rows:
-            vals = [got.get(fn, (0, 0))[1 if fn == "retract_page_tables" else 0] for fn in fns]
+            vals = [got.get(fn, (0, 0))[1 if fn in ("retract_page_tables", "collapse_huge_page")
+                                        else 0] for fn in fns]
             print(f"  {suite:<26}" + "".join(f"{v:>20}" for v in vals))
     if diffs:
         print("C/Rust differences:")

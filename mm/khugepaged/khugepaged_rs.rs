@@ -15,6 +15,7 @@
 //! [`kernel::mm::guard`], whose types encode this order; see that module.
 
 mod collapse;
+mod collapse_anon;
 mod retract;
 mod scan;
 mod scan_file;
@@ -157,5 +158,31 @@ pub unsafe extern "C" fn rust_hpage_collapse_scan_pmd(
     // are the caller's, not used elsewhere during the call.
     unsafe {
         scan_pmd::hpage_collapse_scan_pmd(mm, vma, address, locked.as_mut(), cc.as_mut()) as c_int
+    }
+}
+
+/// Rust `collapse_huge_page()`: same contract and results as the C one
+/// (see `mm/khugepaged.c`).
+///
+/// # Safety
+///
+/// The caller holds `mm`'s mmap lock for reading, which this function
+/// releases, and keeps `mm` live; `address` is PMD-aligned; `cc` points
+/// to the caller's collapse control.
+#[no_mangle]
+pub unsafe extern "C" fn rust_collapse_huge_page(
+    mm: *mut bindings::mm_struct,
+    address: c_ulong,
+    referenced: c_int,
+    unmapped: c_int,
+    cc: *mut bindings::collapse_control,
+) -> c_int {
+    let (Some(mm), Some(mut cc)) = (NonNull::new(mm), NonNull::new(cc)) else {
+        return scan::SCAN_FAIL as c_int;
+    };
+    // SAFETY: by this function's safety requirements; `cc` is the caller's,
+    // not used elsewhere during the call.
+    unsafe {
+        collapse_anon::collapse_huge_page(mm, address, referenced, unmapped, cc.as_mut()) as c_int
     }
 }

@@ -41,4 +41,8 @@ scan_results! {
     SCAN_PAGE_RO => scan_result_SCAN_PAGE_RO,
     SCAN_EXCEED_SHARED_PTE => scan_result_SCAN_EXCEED_SHARED_PTE,
     SCAN_LACK_REFERENCED_PAGE => scan_result_SCAN_LACK_REFERENCED_PAGE,
+    SCAN_DEL_PAGE_LRU => scan_result_SCAN_DEL_PAGE_LRU,
+    SCAN_ALLOC_HUGE_PAGE_FAIL => scan_result_SCAN_ALLOC_HUGE_PAGE_FAIL,
+    SCAN_VMA_NULL => scan_result_SCAN_VMA_NULL,
+    SCAN_COPY_MC => scan_result_SCAN_COPY_MC,
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `hpage_collapse_scan_pmd()`: decide whether the anonymous PMD range at
-//! `address` can be collapsed, and collapse it with the C
-//! `collapse_huge_page()`.
+//! `address` can be collapsed, and collapse it with `collapse_huge_page()`
+//! (through the C dispatcher, which counts the call and runs the selected
+//! implementation: the Rust one is in `collapse_anon.rs`).
 //!
 //! Same rules, results, counters and tracepoint as the C reference in
 //! `mm/khugepaged.c` (6.12). Under the caller's mmap read lock, the PTE

@@ -35,9 +35,9 @@ ROWS = [
 ]
 # The Rust code each row runs with impl=rust (the rest is common C).
 RUST_PART = {
-    "anon-empty0": "scan_pmd",
-    "anon-empty256": "scan_pmd",
-    "anon-empty511": "scan_pmd",
+    "anon-empty0": "scan_pmd, collapse_anon",
+    "anon-empty256": "scan_pmd, collapse_anon",
+    "anon-empty511": "scan_pmd, collapse_anon",
     "shmem": "scan_file, retract, pte_mapped",
     "file": "scan_file, retract, pte_mapped",
     "shmem-pte-mapped": "scan_file, pte_mapped",
@@ -46,7 +46,7 @@ RUST_PART = {
     "retract-1": "scan_file, retract, pte_mapped",
     "retract-16": "scan_file, retract, pte_mapped",
     "retract-256": "scan_file, retract, pte_mapped",
-    "khugepaged-scan": "scan loop, scan_pmd",
+    "khugepaged-scan": "scan loop, scan_pmd, collapse_anon",
 }
 
 

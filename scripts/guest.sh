@@ -46,6 +46,7 @@ build khugepaged_collapse "$SELF/mm/khugepaged_collapse.c" "$SELF/mm/khugepaged_
 build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_retract "$SELF/mm/khugepaged_retract.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_scan "$SELF/mm/khugepaged_scan.c" "$SELF/mm/khugepaged_util.h"
+build khugepaged_anon_race "$SELF/mm/khugepaged_anon_race.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_demo "$SELF/mm/khugepaged_demo.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_bench "$SELF/mm/khugepaged_bench.c" "$SELF/mm/khugepaged_util.h"
 

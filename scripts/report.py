@@ -20,6 +20,7 @@ TEST_SUITES = [
     "uprobe",
     "retract",
     "scan",
+    "anon-race",
     "upstream-madvise-anon", "upstream-madvise-shmem", "upstream-madvise-file",
     "upstream-khugepaged-anon", "upstream-khugepaged-shmem", "upstream-khugepaged-file",
     "tester",

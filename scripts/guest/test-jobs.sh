@@ -26,6 +26,7 @@ run collapse /bin/khugepaged_collapse
 run uprobe /bin/khugepaged_uprobe
 run retract /bin/khugepaged_retract
 run scan /bin/khugepaged_scan
+run anon-race /bin/khugepaged_anon_race
 for ctx in madvise khugepaged; do
 	run upstream-$ctx-anon /bin/khugepaged $ctx:anon
 	run upstream-$ctx-shmem /bin/khugepaged $ctx:shmem

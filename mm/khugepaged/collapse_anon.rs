@@ -59,21 +59,6 @@ extern "C" {
     fn folio_putback_lru(folio: *mut bindings::folio);
 }
 
-/// `tlb_remove_table_sync_one()`: waits for GUP-fast walkers that may
-/// still see a table just detached (an IPI to every CPU) where page
-/// tables are freed by RCU; nothing to do otherwise.
-fn tlb_remove_table_sync_one() {
-    #[cfg(CONFIG_MMU_GATHER_RCU_TABLE_FREE)]
-    {
-        // `mm/mmu_gather.c`, declared in `<asm-generic/tlb.h>`.
-        extern "C" {
-            fn tlb_remove_table_sync_one();
-        }
-        // SAFETY: no requirements.
-        unsafe { tlb_remove_table_sync_one() };
-    }
-}
-
 /// The large folios isolated by a collapse (C's `compound_pagelist`): a
 /// list through each folio's `lru`, which is free while the folio is
 /// isolated from the LRU.
@@ -144,12 +129,6 @@ impl CompoundList {
 fn count_event(item: bindings::vm_event_item) {
     // SAFETY: no requirements.
     unsafe { bindings::count_vm_event(item) };
-}
-
-/// `pte_none(pte) || is_zero_pfn(pte_pfn(pte))`.
-fn pte_none_or_zero(pte: bindings::pte_t) -> bool {
-    // SAFETY: these only look at the value.
-    unsafe { bindings::pte_none(pte) != 0 || bindings::is_zero_pfn(bindings::pte_pfn(pte)) != 0 }
 }
 
 /// `NR_ISOLATED_ANON` or `NR_ISOLATED_FILE`, the counter of `folio`.
@@ -561,10 +540,12 @@ fn prepare(
 }
 
 /// Steps 3 to 6 (see the module documentation), under the mmap write lock.
+/// `folio` is taken when it is mapped; otherwise the caller puts it after
+/// releasing the lock, as C does.
 fn collapse_locked(
     mmap: &MmapWriteGuard<'_>,
     address: c_ulong,
-    folio: NewFolio,
+    folio: &mut Option<NewFolio>,
     old_pmd: *mut bindings::pmd_t,
     cc: &mut bindings::collapse_control,
 ) -> ScanResult {
@@ -589,22 +570,22 @@ fn collapse_locked(
 
     let detached = {
         let mut range = MmuNotifierRange::pmd_clear(&pmd);
-        let _invalidation = range.start();
+        let invalidation = range.start();
         let pml = pmd.lock();
         // Removes any huge TLB entry too: no huge and small TLB entries
         // for one address. GUP-fast backs off when it sees the entry
         // change.
-        pml.detach_populated(&vma, &av)
+        pml.detach_populated(&vma, &av, &invalidation)
     };
     let Some(detached) = detached else {
         return SCAN_FAIL;
     };
-    // Wait for GUP-fast walkers that saw the table before the flush.
-    tlb_remove_table_sync_one();
-
     CompoundList::with(|compound| {
+        // Waits for GUP-fast walkers that saw the table before the flush.
         let Some(ptes) = detached.map_lock() else {
-            // `detached` puts the table back, then the anon_vma unlocks.
+            // The table goes back before the anon_vma lock is released.
+            drop(detached);
+            drop(av);
             return SCAN_PMD_NULL;
         };
         let result = isolate(&vma, address, &ptes, cc, compound);
@@ -613,28 +594,40 @@ fn collapse_locked(
             drop(ptes);
             // The table goes back before the anon_vma lock is released.
             drop(detached);
+            drop(av);
             return result;
         }
         // Every folio is isolated and locked: anon rmap walks skip them.
         drop(av);
 
-        if copy(&ptes, &folio, &vma, address) != SCAN_SUCCEED {
-            // The table goes back before the folios (still isolated and
-            // locked) are released.
-            drop(detached);
-            // SAFETY: isolate() succeeded: every folio mapped by the table
-            // and every one on `compound` is isolated and locked.
-            unsafe { release_pte_pages(|i| ptes.get(i), HPAGE_PMD_NR, compound) };
-            return SCAN_COPY_MC;
+        let new = folio.take();
+        let copied = match &new {
+            Some(new) => copy(&ptes, new, &vma, address),
+            None => SCAN_FAIL,
+        };
+        match new {
+            Some(new) if copied == SCAN_SUCCEED => {
+                // SAFETY: isolate() succeeded and the data is copied.
+                unsafe { copy_succeeded(&ptes, &vma, compound) };
+                drop(ptes);
+                // SAFETY: every entry was cleared by copy_succeeded(),
+                // `new` holds the range's data, and the VMA is anonymous
+                // with an anon_vma (revalidate()).
+                unsafe { detached.install_anon_huge(new) };
+                SCAN_SUCCEED
+            }
+            new => {
+                // Unused: the caller puts it after unlocking.
+                *folio = new;
+                // The table goes back before the folios (still isolated
+                // and locked) are released.
+                drop(detached);
+                // SAFETY: isolate() succeeded: every folio mapped by the
+                // table and every one on `compound` is isolated and locked.
+                unsafe { release_pte_pages(|i| ptes.get(i), HPAGE_PMD_NR, compound) };
+                copied
+            }
         }
-        // SAFETY: isolate() succeeded and the data is copied.
-        unsafe { copy_succeeded(&ptes, &vma, compound) };
-        drop(ptes);
-        // SAFETY: every entry was cleared by copy_succeeded(), `folio`
-        // holds the range's data, and the VMA is anonymous with an
-        // anon_vma (revalidate()).
-        unsafe { detached.install_anon_huge(folio) };
-        SCAN_SUCCEED
     })
 }
 
@@ -656,9 +649,14 @@ pub(crate) unsafe fn collapse_huge_page(
     let mmap = unsafe { MmapReadGuard::adopt(mm) };
     let result = match prepare(mmap, address, referenced, unmapped, cc) {
         Ok((folio, pmd)) => {
+            let mut folio = Some(folio);
             // SAFETY: live (safety requirements); no lock held.
             let mmap = unsafe { MmapWriteGuard::lock(mm) };
-            collapse_locked(&mmap, address, folio, pmd, cc)
+            let result = collapse_locked(&mmap, address, &mut folio, pmd, cc);
+            // An unused folio is put once the lock is released.
+            drop(mmap);
+            drop(folio);
+            result
         }
         Err(result) => result,
     };

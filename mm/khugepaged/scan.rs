@@ -46,3 +46,15 @@ scan_results! {
     SCAN_VMA_NULL => scan_result_SCAN_VMA_NULL,
     SCAN_COPY_MC => scan_result_SCAN_COPY_MC,
 }
+
+/// `pte_none_or_zero()`: an empty entry, or a present one mapping the zero
+/// page. A swap or migration entry is neither, whatever `pte_pfn()` makes
+/// of its bits.
+pub(crate) fn pte_none_or_zero(pte: bindings::pte_t) -> bool {
+    // SAFETY: these only look at the value.
+    unsafe {
+        bindings::pte_none(pte) != 0
+            || (bindings::pte_present(pte) != 0
+                && bindings::is_zero_pfn(bindings::pte_pfn(pte)) != 0)
+    }
+}

@@ -45,12 +45,6 @@ fn count_event(item: bindings::vm_event_item) {
     unsafe { bindings::count_vm_event(item) };
 }
 
-/// `pte_none(pte) || is_zero_pfn(pte_pfn(pte))`.
-fn pte_none_or_zero(pte: bindings::pte_t) -> bool {
-    // SAFETY: these only look at the value.
-    unsafe { bindings::pte_none(pte) != 0 || bindings::is_zero_pfn(bindings::pte_pfn(pte)) != 0 }
-}
-
 /// The PTE scan, under the PTE lock (released on return).
 fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_control) -> Scan {
     let mut s = Scan {

@@ -1334,8 +1334,8 @@ impl Drop for PteMapLock<'_> {
         // SAFETY: mapped and locked by this guard (type invariant), released
         // in pte_unmap_unlock() order.
         unsafe {
-            bindings::pte_unmap(self.ptes.as_ptr());
             bindings::spin_unlock(self.ptl.as_ptr());
+            bindings::pte_unmap(self.ptes.as_ptr());
         }
     }
 }
@@ -1494,20 +1494,24 @@ impl<'p> PmdLock<'p> {
     /// by a huge PMD with [`DetachedPtes::install_anon_huge`].
     ///
     /// Nothing else can walk into the table meanwhile: page faults and
-    /// mmap-lock walkers are excluded by `vma`'s write locks, and rmap walks
-    /// of its anonymous pages by the anon_vma lock `av` (and afterwards by
-    /// the folio locks the caller takes).
+    /// mmap-lock walkers are excluded by `vma`'s write locks, rmap walks of
+    /// its anonymous pages by the anon_vma lock `av` (and afterwards by the
+    /// folio locks the caller takes), secondary MMUs by the mmu_notifier
+    /// invalidation `inv` of the range, and GUP-fast by the flush and the
+    /// synchronisation of [`DetachedPtes::map_lock`].
     ///
     /// Returns `None`, detaching nothing, if `vma` is not the entry's VMA,
-    /// `av` does not lock its anon_vma, or the entry is not a PTE table.
+    /// `av` does not lock its anon_vma, `inv` does not cover its range, or
+    /// the entry is not a PTE table.
     #[inline]
     pub fn detach_populated(
         &self,
         vma: &WriteLockedVma<'p>,
         av: &AnonVmaWriteGuard<'_>,
+        inv: &MmuInvalidation<'_>,
     ) -> Option<DetachedPtes<'p>> {
         let pmd = self.pmd;
-        if vma.as_ptr() != pmd.vma.as_ptr() || !av.locks_anon_vma_of(vma) {
+        if vma.as_ptr() != pmd.vma.as_ptr() || !av.locks_anon_vma_of(vma) || !inv.covers(pmd) {
             return None;
         }
         // SAFETY: the entry is valid, and stable while its lock is held.
@@ -1519,7 +1523,11 @@ impl<'p> PmdLock<'p> {
         let pmdval =
             unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
         // INVARIANT: detached just now, with the VMA write-locked for 'p.
-        Some(DetachedPtes { pmdval, pmd })
+        Some(DetachedPtes {
+            pmdval,
+            pmd,
+            synced: core::cell::Cell::new(false),
+        })
     }
 }
 
@@ -1644,8 +1652,9 @@ impl DetachedTable<'_> {
 /// [`PmdLock::detach_populated`], whose entry stays `pmd_none()` meanwhile.
 ///
 /// Dropping it puts the table back (`pmd_populate()` under the PMD lock,
-/// which the drop takes: drop it with no PMD lock held), with every PTE it
-/// still has: the failure paths of a collapse undo the detach this way.
+/// which the drop takes: drop it with no PMD or PTE lock held), with every
+/// PTE it still has: the failure paths of a collapse undo the detach this
+/// way. Forgetting it leaks the table and leaves the range unmapped.
 ///
 /// # Invariants
 ///
@@ -1669,7 +1678,12 @@ impl DetachedTable<'_> {
 /// let av = vma.anon_vma().ok_or(EINVAL)?;
 /// let av = av.lock_write();
 /// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
-/// let detached = pmd.lock().detach_populated(&vma, &av).ok_or(EINVAL)?;
+/// let mut range = MmuNotifierRange::pmd_clear(&pmd);
+/// let inv = range.start();
+/// let detached = pmd.lock().detach_populated(&vma, &av, &inv).ok_or(EINVAL)?;
+/// // Nothing to detach any more.
+/// assert!(pmd.lock().detach_populated(&vma, &av, &inv).is_none());
+/// drop(inv);
 /// // Detached: the entry is empty, the table keeps its PTEs.
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::None);
 /// let ptes = detached.map_lock().ok_or(EINVAL)?;
@@ -1680,8 +1694,6 @@ impl DetachedTable<'_> {
 /// }
 /// // Unlocked, still mapped.
 /// let ptes = ptes.unlock();
-/// // Nothing to detach any more.
-/// assert!(pmd.lock().detach_populated(&vma, &av).is_none());
 /// // Dropped: the table is back, PTEs and all.
 /// drop(detached);
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
@@ -1695,16 +1707,26 @@ impl DetachedTable<'_> {
 pub struct DetachedPtes<'p> {
     pmdval: bindings::pmd_t,
     pmd: &'p Pmd<'p>,
+    // Whether GUP-fast was synchronised with since the detach.
+    synced: core::cell::Cell<bool>,
 }
 
 impl<'p> DetachedPtes<'p> {
     /// Maps and locks the detached table (`pte_offset_map_lock()` on the
-    /// saved entry); `None` if that fails.
+    /// saved entry); `None` if that fails. The first call waits for
+    /// GUP-fast walkers that may still see the table
+    /// (`tlb_remove_table_sync_one()`, where page tables are freed by RCU),
+    /// so that the PTEs and page references read under the lock are
+    /// final.
     ///
     /// The mapping may outlive `self`: the table stays allocated while the
-    /// VMA is write-locked, whether it is put back or deposited.
+    /// VMA is write-locked, whether it is put back or deposited. Its lock
+    /// must not: release it ([`PteMapLock::unlock`]) before `self` goes.
     #[inline]
     pub fn map_lock(&self) -> Option<PteMapLock<'p>> {
+        if !self.synced.replace(true) {
+            tlb_remove_table_sync_one();
+        }
         let mut ptl = core::ptr::null_mut();
         let mut pmdval = self.pmdval;
         // SAFETY: `pmdval` is a PTE table entry of this mm for `haddr`, and
@@ -1795,6 +1817,22 @@ impl Drop for DetachedPtes<'_> {
     }
 }
 
+/// `tlb_remove_table_sync_one()`: an IPI to every CPU, so that GUP-fast
+/// walkers (which run with interrupts off) that saw a page table before it
+/// was detached are done with it, where page tables are freed by RCU;
+/// nothing to do otherwise. Call it with no spinlock held.
+fn tlb_remove_table_sync_one() {
+    #[cfg(CONFIG_MMU_GATHER_RCU_TABLE_FREE)]
+    {
+        // `mm/mmu_gather.c`, declared in `<asm-generic/tlb.h>`.
+        extern "C" {
+            fn tlb_remove_table_sync_one();
+        }
+        // SAFETY: no requirements.
+        unsafe { tlb_remove_table_sync_one() };
+    }
+}
+
 /// A folio that nothing maps yet, with a reference owned by this object
 /// (a freshly allocated huge page, say); dropping it puts the reference.
 ///
@@ -1874,6 +1912,10 @@ unsafe fn folio_page(folio: NonNull<bindings::folio>, n: usize) -> *mut bindings
 /// [`MmuInvalidation`] guard borrows it.
 pub struct MmuNotifierRange {
     range: bindings::mmu_notifier_range,
+    // The C struct has no `mm` without `CONFIG_MMU_NOTIFIER`.
+    mm: *mut bindings::mm_struct,
+    start: c_ulong,
+    end: c_ulong,
 }
 
 impl MmuNotifierRange {
@@ -1883,6 +1925,9 @@ impl MmuNotifierRange {
     pub fn pmd_clear(pmd: &Pmd<'_>) -> Self {
         let mut this = Self {
             range: Default::default(),
+            mm: pmd.vma.mm(),
+            start: pmd.haddr,
+            end: pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
         };
         // SAFETY: `range` is ours to initialise; the mm is live.
         unsafe {
@@ -1890,9 +1935,9 @@ impl MmuNotifierRange {
                 &mut this.range,
                 bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR,
                 0,
-                pmd.vma.mm(),
-                pmd.haddr,
-                pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+                this.mm,
+                this.start,
+                this.end,
             )
         };
         this
@@ -1917,6 +1962,17 @@ impl MmuNotifierRange {
 /// matching end has not been.
 pub struct MmuInvalidation<'a> {
     range: &'a mut MmuNotifierRange,
+}
+
+impl MmuInvalidation<'_> {
+    /// Whether the invalidation covers the whole range of `pmd`.
+    #[inline]
+    pub fn covers(&self, pmd: &Pmd<'_>) -> bool {
+        let r = &*self.range;
+        r.mm == pmd.vma.mm()
+            && r.start <= pmd.haddr
+            && r.end >= pmd.haddr + HPAGE_PMD_SIZE as c_ulong
+    }
 }
 
 impl Drop for MmuInvalidation<'_> {

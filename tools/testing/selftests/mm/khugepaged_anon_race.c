@@ -23,7 +23,11 @@
  * Successful MADV_COLLAPSEs must match the huge pages the running
  * implementation's collapse_huge_page() installed (impl_stats); the calls
  * it failed are collapses undone after the scan: rounds go on (up to
- * MAX_ROUNDS) until UNDONE_WANTED of them, and the count is logged. Runs under the
+ * MAX_ROUNDS) until UNDONE_WANTED of them, and the count is logged. The
+ * tracepoints, traced for this process only, must match the counters:
+ * one mm_khugepaged_scan_pmd per scan, one mm_collapse_huge_page per
+ * collapse (status succeeded for each huge page installed), and one
+ * successful mm_collapse_huge_page_isolate per huge page. Runs under the
  * selected implementation; make test runs it for both.
  */
 #define _GNU_SOURCE
@@ -49,6 +53,53 @@
 #define MAX_PIN_PAGES	2
 #define PAGEOUT_PAGES	32
 #define SPIN		20000
+
+static const char * const events[] = {
+	"mm_khugepaged_scan_pmd",
+	"mm_collapse_huge_page",
+	"mm_collapse_huge_page_isolate",
+};
+
+/* The events above, for this process only, on or off. */
+static int trace_events(bool on)
+{
+	char path[128], pid[32];
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (write_str(TRACEFS "set_event_pid", on ? pid : "", false) ||
+	    (on && write_str(TRACEFS "trace", "", false)))
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(events); i++) {
+		snprintf(path, sizeof(path),
+			 TRACEFS "events/huge_memory/%s/enable", events[i]);
+		if (write_str(path, on ? "1" : "0", false))
+			return -1;
+	}
+	return 0;
+}
+
+/* Per event: how many were traced, and how many with status=succeeded. */
+static int trace_count(long *n, long *ok)
+{
+	char line[512], name[64];
+	FILE *f = fopen(TRACEFS "trace", "r");
+
+	if (!f)
+		return -1;
+	memset(n, 0, ARRAY_SIZE(events) * sizeof(*n));
+	memset(ok, 0, ARRAY_SIZE(events) * sizeof(*ok));
+	while (fgets(line, sizeof(line), f)) {
+		for (size_t i = 0; i < ARRAY_SIZE(events); i++) {
+			snprintf(name, sizeof(name), " %s:", events[i]);
+			if (!strstr(line, name))
+				continue;
+			n[i]++;
+			ok[i] += !!strstr(line, "status=succeeded");
+		}
+	}
+	fclose(f);
+	return 0;
+}
 
 static uint8_t pattern(size_t i, int salt)
 {
@@ -78,7 +129,7 @@ FIXTURE(race)
 	char enabled[64];
 	uint8_t *p;
 	pthread_t pinner;
-	bool running;
+	bool running, tracing;
 	atomic_bool stop;
 	atomic_long pins;
 	int pipe[2];
@@ -137,6 +188,7 @@ FIXTURE_SETUP(race)
 	 */
 	ASSERT_EQ(0, write_str(THP_SYSFS "enabled", "madvise", false));
 	self->running = false;
+	self->tracing = false;
 	atomic_store(&self->stop, false);
 	atomic_store(&self->pins, 0);
 	ASSERT_EQ(0, pipe(self->pipe));
@@ -153,6 +205,8 @@ FIXTURE_TEARDOWN(race)
 		atomic_store(&self->stop, true);
 		pthread_join(self->pinner, NULL);
 	}
+	if (self->tracing)
+		trace_events(false);
 	/* "always [madvise] never" -> "madvise" */
 	if (b) {
 		old = b + 1;
@@ -167,6 +221,7 @@ FIXTURE_TEARDOWN(race)
 TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 {
 	long calls0, ok0, calls1, ok1, scans0, scans1, dummy;
+	long traced[ARRAY_SIZE(events)], traced_ok[ARRAY_SIZE(events)];
 	int collapsed = 0, eagain = 0, enomem = 0, round;
 	unsigned int seed = 2;
 	char impl[16];
@@ -177,6 +232,8 @@ TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 			       &dummy));
 	refill(self->p, 0);
 	ASSERT_EQ(0, smaps_field(self->p, "AnonHugePages:"));
+	self->tracing = true;
+	ASSERT_EQ(0, trace_events(true));
 	ASSERT_EQ(0, pthread_create(&self->pinner, NULL, pinner, self));
 	self->running = true;
 
@@ -223,6 +280,9 @@ TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 	atomic_store(&self->stop, true);
 	pthread_join(self->pinner, NULL);
 	self->running = false;
+	ASSERT_EQ(0, trace_events(false));
+	self->tracing = false;
+	ASSERT_EQ(0, trace_count(traced, traced_ok));
 
 	ASSERT_EQ(0, impl_stat(impl, "collapse_huge_page", &calls1, &ok1));
 	ASSERT_EQ(0, impl_stat(impl, "hpage_collapse_scan_pmd", &scans1,
@@ -233,6 +293,13 @@ TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 	TH_LOG("%s: %ld scans, collapse_huge_page %ld calls, %ld installed, %ld undone",
 	       impl, scans1 - scans0, calls1 - calls0, ok1 - ok0,
 	       (calls1 - calls0) - (ok1 - ok0));
+	TH_LOG("%s: traced %ld scan_pmd, %ld collapse (%ld succeeded), %ld isolate (%ld succeeded)",
+	       impl, traced[0], traced[1], traced_ok[1], traced[2],
+	       traced_ok[2]);
+	EXPECT_EQ(scans1 - scans0, traced[0]);
+	EXPECT_EQ(calls1 - calls0, traced[1]);
+	EXPECT_EQ(ok1 - ok0, traced_ok[1]);
+	EXPECT_EQ(ok1 - ok0, traced_ok[2]);
 	EXPECT_GT(collapsed, 0);
 	EXPECT_GT(atomic_load(&self->pins), 0);
 	EXPECT_EQ(collapsed, ok1 - ok0);

@@ -173,28 +173,14 @@ unsafe fn release_pte_pages(
 ) {
     for i in (0..end).rev() {
         let Some(pte) = get(i) else { continue };
-        // SAFETY: these only look at the value.
-        let (none, present, pfn) = unsafe {
-            (
-                bindings::pte_none(pte) != 0,
-                bindings::pte_present(pte) != 0,
-                bindings::pte_pfn(pte),
-            )
-        };
-        if none {
-            continue;
-        }
+        let flags = PteFlags::of(pte);
         // isolate() stopped at the first non-present entry.
-        if !present {
-            continue;
-        }
-        // SAFETY: only looks at the value.
-        if unsafe { bindings::is_zero_pfn(pfn) } != 0 {
+        if flags.none() || !flags.present() || flags.zero() {
             continue;
         }
         // SAFETY: a present entry of a table nobody else changes maps a
         // live page.
-        let folio = unsafe { bindings::pfn_folio(pfn) };
+        let folio = unsafe { bindings::pfn_folio(bindings::pte_pfn(pte)) };
         // SAFETY: as above; large folios are released from `compound`.
         if unsafe { bindings::folio_test_large(folio) } {
             continue;
@@ -205,6 +191,22 @@ unsafe fn release_pte_pages(
     while let Some(folio) = compound.pop() {
         // SAFETY: isolated and locked (safety requirements).
         unsafe { release_pte_folio(folio.as_ptr()) };
+    }
+}
+
+/// `folio_test_young() || folio_test_referenced() ||
+/// mmu_notifier_test_young()`: whether the page at `addr` was used lately.
+///
+/// # Safety
+///
+/// `folio` must be live.
+unsafe fn folio_young(folio: *mut bindings::folio, vma: &Vma<'_>, addr: c_ulong) -> bool {
+    // SAFETY: `folio` is live (safety requirements); these only look at its
+    // flags and at the mm's secondary MMUs.
+    unsafe {
+        bindings::folio_test_young(folio)
+            || bindings::folio_test_referenced(folio)
+            || bindings::mmu_notifier_test_young(vma.mm(), addr) != 0
     }
 }
 
@@ -234,7 +236,8 @@ fn isolate(
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
         let addr = address + i as c_ulong * PAGE_SIZE;
-        if pte_none_or_zero(pte) {
+        let flags = PteFlags::of(pte);
+        if flags.none_or_zero() {
             none_or_zero += 1;
             if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max_none) {
                 continue;
@@ -244,15 +247,12 @@ fn isolate(
             end = i;
             break;
         }
-        // SAFETY: these only look at the value.
-        let (present, uffd_wp) =
-            unsafe { (bindings::pte_present(pte) != 0, bindings::pte_uffd_wp(pte)) };
-        if !present {
+        if !flags.present() {
             result = SCAN_PTE_NON_PRESENT;
             end = i;
             break;
         }
-        if uffd_wp {
+        if flags.uffd_wp() {
             result = SCAN_PTE_UFFD_WP;
             end = i;
             break;
@@ -326,20 +326,15 @@ fn isolate(
             }
         }
 
-        // SAFETY: these only look at the value, or at the live folio.
-        unsafe {
-            // khugepaged wants enough young PTEs to justify a collapse.
-            if cc.is_khugepaged
-                && (bindings::pte_young(pte) != 0
-                    || bindings::folio_test_young(folio)
-                    || bindings::folio_test_referenced(folio)
-                    || bindings::mmu_notifier_test_young(vma.mm(), addr) != 0)
-            {
+        // khugepaged wants enough young PTEs to justify a collapse.
+        if cc.is_khugepaged {
+            // SAFETY: `folio` is mapped by the locked table, so live.
+            if flags.young() || unsafe { folio_young(folio, vma, addr) } {
                 referenced += 1;
             }
-            if bindings::pte_write(pte) != 0 {
-                writable = true;
-            }
+        }
+        if flags.write() {
+            writable = true;
         }
     }
 
@@ -377,7 +372,7 @@ fn copy(ptes: &PteMap<'_>, folio: &NewFolio, vma: &Vma<'_>, address: c_ulong) ->
         let Some(pte) = ptes.get(i) else { break };
         let dst = folio.page(i);
         let addr = address + i as c_ulong * PAGE_SIZE;
-        if pte_none_or_zero(pte) {
+        if PteFlags::of(pte).none_or_zero() {
             // SAFETY: `dst` is a page of our unmapped folio.
             unsafe { bindings::clear_user_highpage(dst, addr) };
             continue;
@@ -405,11 +400,11 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
     let mm = vma.mm();
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
-        if pte_none_or_zero(pte) {
+        let flags = PteFlags::of(pte);
+        if flags.none_or_zero() {
             // SAFETY: the mm is live; a hole becomes a page of the THP.
             unsafe { bindings::add_mm_counter(mm, bindings::MM_ANONPAGES as c_int, 1) };
-            // SAFETY: only looks at the value.
-            if unsafe { bindings::pte_none(pte) } != 0 {
+            if flags.none() {
                 continue;
             }
             {

@@ -47,14 +47,72 @@ scan_results! {
     SCAN_COPY_MC => scan_result_SCAN_COPY_MC,
 }
 
-/// `pte_none_or_zero()`: an empty entry, or a present one mapping the zero
-/// page. A swap or migration entry is neither, whatever `pte_pfn()` makes
-/// of its bits.
-pub(crate) fn pte_none_or_zero(pte: bindings::pte_t) -> bool {
-    // SAFETY: these only look at the value.
-    unsafe {
-        bindings::pte_none(pte) != 0
-            || (bindings::pte_present(pte) != 0
-                && bindings::is_zero_pfn(bindings::pte_pfn(pte)) != 0)
+/// What khugepaged's checks need to know of one PTE value (C `enum
+/// khugepaged_pte_flags`), read with one helper call instead of one per
+/// static inline.
+#[derive(Clone, Copy)]
+pub(crate) struct PteFlags(u32);
+
+impl PteFlags {
+    /// Classifies `pte`.
+    #[inline]
+    pub(crate) fn of(pte: bindings::pte_t) -> Self {
+        // SAFETY: only looks at the value.
+        Self(unsafe { bindings::khugepaged_pte_flags(pte) })
+    }
+
+    #[inline]
+    fn has(self, flag: bindings::khugepaged_pte_flags) -> bool {
+        self.0 & flag != 0
+    }
+
+    /// `pte_none()`.
+    #[inline]
+    pub(crate) fn none(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_NONE)
+    }
+
+    /// `pte_present()`.
+    #[inline]
+    pub(crate) fn present(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_PRESENT)
+    }
+
+    /// `is_swap_pte()`: neither none nor present.
+    #[inline]
+    pub(crate) fn swap(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_SWAP)
+    }
+
+    /// Present and mapping the zero page.
+    #[inline]
+    pub(crate) fn zero(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_ZERO)
+    }
+
+    /// `pte_none_or_zero()`: empty, or a present entry of the zero page
+    /// (a swap entry is neither, whatever `pte_pfn()` makes of it).
+    #[inline]
+    pub(crate) fn none_or_zero(self) -> bool {
+        self.none() || self.zero()
+    }
+
+    /// `pte_uffd_wp()` of a present entry, `pte_swp_uffd_wp_any()` of a
+    /// swap entry.
+    #[inline]
+    pub(crate) fn uffd_wp(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_UFFD_WP)
+    }
+
+    /// `pte_write()` of a present entry.
+    #[inline]
+    pub(crate) fn write(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_WRITE)
+    }
+
+    /// `pte_young()` of a present entry.
+    #[inline]
+    pub(crate) fn young(self) -> bool {
+        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_YOUNG)
     }
 }

@@ -86,14 +86,13 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
         let addr = address + i as c_ulong * PAGE_SIZE;
+        let flags = PteFlags::of(pte);
 
-        // SAFETY: this only looks at the value.
-        if unsafe { bindings::is_swap_pte(pte) } != 0 {
+        if flags.swap() {
             s.unmapped += 1;
             if !cc.is_khugepaged || s.unmapped <= max_swap {
                 // Always strict with uffd-wp swap entries, see below.
-                // SAFETY: this only looks at the value.
-                if unsafe { bindings::pte_swp_uffd_wp_any(pte) } {
+                if flags.uffd_wp() {
                     s.result = SCAN_PTE_UFFD_WP;
                     return s;
                 }
@@ -103,7 +102,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
             return s;
         }
-        if pte_none_or_zero(pte) {
+        if flags.none_or_zero() {
             s.none_or_zero += 1;
             if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max_none) {
                 continue;
@@ -112,14 +111,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
             return s;
         }
-        // SAFETY: these only look at the value.
-        let (uffd_wp, write, young) = unsafe {
-            (
-                bindings::pte_uffd_wp(pte),
-                bindings::pte_write(pte) != 0,
-                bindings::pte_young(pte) != 0,
-            )
-        };
+        let (uffd_wp, write, young) = (flags.uffd_wp(), flags.write(), flags.young());
         // A uffd-wp armed PTE: marking the huge PMD write-protected could
         // raise userfaults outside the registered range; keep it simple.
         if uffd_wp {

@@ -8,6 +8,7 @@
 #include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
+#include <linux/khugepaged_scan.h>
 #include <linux/ksm.h>
 #include <linux/mm.h>
 #include <linux/mm_inline.h>
@@ -423,6 +424,28 @@ int rust_helper_khugepaged_pte_state(pte_t pte)
 	if (pte_none(pte))
 		return 0;
 	return pte_present(pte) ? 1 : 2;
+}
+
+/* Everything the anonymous scan and collapse check of a PTE, in one call. */
+unsigned int rust_helper_khugepaged_pte_flags(pte_t pte)
+{
+	unsigned int flags;
+
+	if (pte_none(pte))
+		return KHUGEPAGED_PTE_NONE;
+	if (!pte_present(pte))
+		return KHUGEPAGED_PTE_SWAP |
+		       (pte_swp_uffd_wp_any(pte) ? KHUGEPAGED_PTE_UFFD_WP : 0);
+	flags = KHUGEPAGED_PTE_PRESENT;
+	if (is_zero_pfn(pte_pfn(pte)))
+		flags |= KHUGEPAGED_PTE_ZERO;
+	if (pte_uffd_wp(pte))
+		flags |= KHUGEPAGED_PTE_UFFD_WP;
+	if (pte_write(pte))
+		flags |= KHUGEPAGED_PTE_WRITE;
+	if (pte_young(pte))
+		flags |= KHUGEPAGED_PTE_YOUNG;
+	return flags;
 }
 
 void rust_helper_pte_unmap(pte_t *pte)

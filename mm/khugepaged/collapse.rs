@@ -29,8 +29,6 @@ use crate::scan::*;
 
 const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
 const HPAGE_PMD_MASK: c_ulong = bindings::RUST_HPAGE_PMD_MASK;
-const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE as c_ulong;
-
 /// `find_pmd_or_thp_or_none()`: classifies the PMD entry that maps the
 /// PMD range of `vma` at `haddr`, returning it when one exists.
 pub(crate) fn find_pmd_or_thp_or_none<'a>(
@@ -49,6 +47,16 @@ pub(crate) fn find_pmd_or_thp_or_none<'a>(
         PmdKind::Table => SCAN_SUCCEED,
     };
     (result, Some(pmd))
+}
+
+/// The PMD entry of `vma` at `haddr` when it points to a PTE table, or
+/// why it does not (`find_pmd_or_thp_or_none()`'s result).
+pub(crate) fn find_pte_table<'a>(vma: &Vma<'a>, haddr: c_ulong) -> Result<Pmd<'a>, ScanResult> {
+    match find_pmd_or_thp_or_none(vma, haddr) {
+        (SCAN_SUCCEED, Some(pmd)) => Ok(pmd),
+        (SCAN_SUCCEED, None) => Err(SCAN_PMD_NULL),
+        (result, _) => Err(result),
+    }
 }
 
 /// `set_huge_pmd()`: maps the locked PMD-order `folio` by a huge PMD at

@@ -39,16 +39,14 @@ use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::guard::{
-    MmapLocked, MmapReadGuard, MmapWriteGuard, MmuNotifierRange, NewFolio, Pmd, PteMap, PteMapLock,
-    Vma, HPAGE_PMD_NR,
+    MmapLocked, MmapReadGuard, MmapWriteGuard, MmuNotifierRange, NewFolio, PteMap, PteMapLock, Vma,
+    HPAGE_PMD_NR,
 };
 use kernel::types::Opaque;
 
-use crate::collapse::find_pmd_or_thp_or_none;
+use crate::collapse::find_pte_table;
 use crate::scan::*;
 use crate::scan_file::is_refcount_suitable;
-
-const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE as c_ulong;
 
 // `mm/vmscan.c`, declared in `mm/internal.h`. `folio` embeds structs that
 // are empty in some configurations, which the lint flags; the pointer is
@@ -123,12 +121,6 @@ impl CompoundList {
         unsafe { bindings::khugepaged_folio_list_del(f.as_ptr()) };
         Some(f)
     }
-}
-
-/// `count_vm_event(item)`.
-fn count_event(item: bindings::vm_event_item) {
-    // SAFETY: no requirements.
-    unsafe { bindings::count_vm_event(item) };
 }
 
 /// `NR_ISOLATED_ANON` or `NR_ISOLATED_FILE`, the counter of `folio`.
@@ -474,15 +466,6 @@ fn revalidate<'a>(
     }
 }
 
-/// The PMD table entry of `vma` at `address`, or why there is none.
-fn table_pmd<'a>(vma: &Vma<'a>, address: c_ulong) -> Result<Pmd<'a>, ScanResult> {
-    match find_pmd_or_thp_or_none(vma, address) {
-        (SCAN_SUCCEED, Some(pmd)) => Ok(pmd),
-        (SCAN_SUCCEED, None) => Err(SCAN_PMD_NULL),
-        (result, _) => Err(result),
-    }
-}
-
 /// Steps 1 and 2 (see the module documentation): the allocated folio and
 /// the PMD entry pointer that step 3 must find again, with no lock held.
 fn prepare(
@@ -512,7 +495,7 @@ fn prepare(
     let mmap = unsafe { MmapReadGuard::lock(mm) };
     let (vma, pmd) = {
         let vma = revalidate(&mmap, address, cc)?;
-        let pmd = table_pmd(&vma, address)?;
+        let pmd = find_pte_table(&vma, address)?;
         (vma.as_ptr(), pmd.as_ptr())
     };
     if unmapped != 0 {
@@ -549,7 +532,7 @@ fn collapse_locked(
         Err(result) => return result,
     };
     // Still the table that step 2 found (check_pmd_still_valid()).
-    let pmd = match table_pmd(&vma, address) {
+    let pmd = match find_pte_table(&vma, address) {
         Ok(pmd) if pmd.as_ptr() == old_pmd => pmd,
         Ok(_) => return SCAN_FAIL,
         Err(result) => return result,

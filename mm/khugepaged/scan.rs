@@ -6,6 +6,15 @@
 
 use kernel::bindings;
 
+/// `PAGE_SIZE`, in the type addresses have.
+pub(crate) const PAGE_SIZE: kernel::ffi::c_ulong = bindings::PAGE_SIZE as kernel::ffi::c_ulong;
+
+/// `count_vm_event(item)`.
+pub(crate) fn count_event(item: bindings::vm_event_item) {
+    // SAFETY: no requirements.
+    unsafe { bindings::count_vm_event(item) };
+}
+
 /// A khugepaged scan result (`enum scan_result`).
 pub(crate) type ScanResult = bindings::scan_result;
 

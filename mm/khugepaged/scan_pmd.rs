@@ -22,11 +22,9 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::guard::{MmapLocked, Vma, HPAGE_PMD_NR};
 
-use crate::collapse::find_pmd_or_thp_or_none;
+use crate::collapse::find_pte_table;
 use crate::scan::*;
 use crate::scan_file::is_refcount_suitable;
-
-const PAGE_SIZE: c_ulong = bindings::PAGE_SIZE as c_ulong;
 
 /// What the PTE scan found, for `collapse_huge_page()` and the tracepoint.
 struct Scan {
@@ -39,12 +37,6 @@ struct Scan {
     folio: *mut bindings::folio,
 }
 
-/// `count_vm_event(item)`.
-fn count_event(item: bindings::vm_event_item) {
-    // SAFETY: no requirements.
-    unsafe { bindings::count_vm_event(item) };
-}
-
 /// The PTE scan, under the PTE lock (released on return).
 fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_control) -> Scan {
     let mut s = Scan {
@@ -55,13 +47,9 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
         writable: false,
         folio: core::ptr::null_mut(),
     };
-    let pmd = match find_pmd_or_thp_or_none(vma, address) {
-        (SCAN_SUCCEED, Some(pmd)) => pmd,
-        (SCAN_SUCCEED, None) => {
-            s.result = SCAN_PMD_NULL;
-            return s;
-        }
-        (result, _) => {
+    let pmd = match find_pte_table(vma, address) {
+        Ok(pmd) => pmd,
+        Err(result) => {
             s.result = result;
             return s;
         }

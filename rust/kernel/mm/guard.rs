@@ -1165,19 +1165,8 @@ impl<'a> Pmd<'a> {
     /// (`pte_offset_map_lock()`); `None` if there is no table (any more).
     #[inline]
     pub fn map_lock(&self) -> Option<PteMapLock<'_>> {
-        let mut ptl = core::ptr::null_mut();
         // SAFETY: the entry is the mm's for `haddr` (type invariant).
-        let ptes = unsafe {
-            bindings::__pte_offset_map_lock(self.vma.mm(), self.as_ptr(), self.haddr, &mut ptl)
-        };
-        let ptes = NonNull::new(ptes)?;
-        // INVARIANT: on success the table is mapped and `ptl` locked.
-        Some(PteMapLock {
-            ptes,
-            // SAFETY: `ptl` is set whenever a table was mapped.
-            ptl: unsafe { NonNull::new_unchecked(ptl) },
-            pmd: self,
-        })
+        unsafe { PteMapLock::new(self, self.as_ptr()) }
     }
 
     /// Maps the PTE table under the entry without taking its lock
@@ -1291,6 +1280,29 @@ pub struct PteMapLock<'p> {
 }
 
 impl<'p> PteMapLock<'p> {
+    /// `pte_offset_map_lock()` of the table that `entry` points to, for the
+    /// range of `pmd`; `None` if it does not point to one.
+    ///
+    /// # Safety
+    ///
+    /// `entry` must be `pmd`'s entry, or a saved value of it pointing to a
+    /// table that is not freed while the result lives.
+    #[inline]
+    unsafe fn new(pmd: &'p Pmd<'p>, entry: *mut bindings::pmd_t) -> Option<Self> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: by the function's safety requirements.
+        let ptes =
+            unsafe { bindings::__pte_offset_map_lock(pmd.vma.mm(), entry, pmd.haddr, &mut ptl) };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` locked.
+        Some(PteMapLock {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            pmd,
+        })
+    }
+
     /// Releases the lock and keeps the table mapped (`spin_unlock()`
     /// without `pte_unmap()`), for work that takes the lock only around
     /// the entries it changes.
@@ -1727,27 +1739,11 @@ impl<'p> DetachedPtes<'p> {
         if !self.synced.replace(true) {
             tlb_remove_table_sync_one();
         }
-        let mut ptl = core::ptr::null_mut();
         let mut pmdval = self.pmdval;
         // SAFETY: `pmdval` is a PTE table entry of this mm for `haddr`, and
-        // the table is not freed (type invariant); the function reads the
-        // entry only during the call.
-        let ptes = unsafe {
-            bindings::__pte_offset_map_lock(
-                self.pmd.vma.mm(),
-                &mut pmdval,
-                self.pmd.haddr,
-                &mut ptl,
-            )
-        };
-        let ptes = NonNull::new(ptes)?;
-        // INVARIANT: on success the table is mapped and `ptl` locked.
-        Some(PteMapLock {
-            ptes,
-            // SAFETY: `ptl` is set whenever a table was mapped.
-            ptl: unsafe { NonNull::new_unchecked(ptl) },
-            pmd: self.pmd,
-        })
+        // the table is not freed (type invariant); it is read only during
+        // the call.
+        unsafe { PteMapLock::new(self.pmd, &mut pmdval) }
     }
 
     /// Replaces the table by a huge PMD mapping `folio` in the VMA, which
@@ -1914,8 +1910,6 @@ pub struct MmuNotifierRange {
     range: bindings::mmu_notifier_range,
     // The C struct has no `mm` without `CONFIG_MMU_NOTIFIER`.
     mm: *mut bindings::mm_struct,
-    start: c_ulong,
-    end: c_ulong,
 }
 
 impl MmuNotifierRange {
@@ -1926,8 +1920,6 @@ impl MmuNotifierRange {
         let mut this = Self {
             range: Default::default(),
             mm: pmd.vma.mm(),
-            start: pmd.haddr,
-            end: pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
         };
         // SAFETY: `range` is ours to initialise; the mm is live.
         unsafe {
@@ -1936,8 +1928,8 @@ impl MmuNotifierRange {
                 bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR,
                 0,
                 this.mm,
-                this.start,
-                this.end,
+                pmd.haddr,
+                pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
             )
         };
         this
@@ -1970,8 +1962,8 @@ impl MmuInvalidation<'_> {
     pub fn covers(&self, pmd: &Pmd<'_>) -> bool {
         let r = &*self.range;
         r.mm == pmd.vma.mm()
-            && r.start <= pmd.haddr
-            && r.end >= pmd.haddr + HPAGE_PMD_SIZE as c_ulong
+            && r.range.start <= pmd.haddr
+            && r.range.end >= pmd.haddr + HPAGE_PMD_SIZE as c_ulong
     }
 }
 

@@ -101,27 +101,12 @@ static int trace_count(long *n, long *ok)
 	return 0;
 }
 
-static uint8_t pattern(size_t i, int salt)
-{
-	return (uint8_t)(i * 7 + i / KH_PAGE + salt);
-}
-
-/* Bytes of the extent that differ from pattern(, @salt). */
-static long bad_bytes(const uint8_t *p, int salt)
-{
-	long bad = 0;
-
-	for (size_t i = 0; i < PMD_SIZE; i++)
-		bad += p[i] != pattern(i, salt);
-	return bad;
-}
-
 /* Small pages again: drop the extent and fault it back page by page. */
 static void refill(uint8_t *p, int salt)
 {
 	madvise(p, PMD_SIZE, MADV_DONTNEED);
 	for (size_t i = 0; i < PMD_SIZE; i++)
-		p[i] = pattern(i, salt);
+		p[i] = kh_pattern(i, salt);
 }
 
 FIXTURE(race)
@@ -252,7 +237,7 @@ TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 			collapsed++;
 			ASSERT_EQ((long)(PMD_SIZE >> 10),
 				  smaps_field(self->p, "AnonHugePages:"));
-			ASSERT_EQ(0, bad_bytes(self->p, salt));
+			ASSERT_EQ(0, kh_bad_bytes(self->p, PMD_SIZE, salt));
 			/* Split the PMD; the folio stays large. */
 			ASSERT_EQ(0, mprotect(self->p, KH_PAGE, PROT_READ));
 			ASSERT_EQ(0, mprotect(self->p, KH_PAGE,
@@ -269,7 +254,7 @@ TEST_F_TIMEOUT(race, collapse_vs_references, 600)
 			enomem += err == ENOMEM;
 			ASSERT_EQ(0, smaps_field(self->p, "AnonHugePages:"));
 		}
-		ASSERT_EQ(0, bad_bytes(self->p, salt));
+		ASSERT_EQ(0, kh_bad_bytes(self->p, PMD_SIZE, salt));
 		ASSERT_EQ(0, impl_stat(impl, "collapse_huge_page", &calls1,
 				       &ok1));
 		if (round >= ROUNDS &&

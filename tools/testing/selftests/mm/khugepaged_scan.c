@@ -35,11 +35,6 @@
 #define TIMEOUT_S	120
 #define WINDOW_S	2
 
-static uint8_t pattern(size_t i, int salt)
-{
-	return (uint8_t)(i * 13 + i / KH_PAGE + salt);
-}
-
 /* ShmemHugePages of /proc/meminfo, in kB, or -1. */
 static long shmem_huge_kb(void)
 {
@@ -54,16 +49,6 @@ static long shmem_huge_kb(void)
 			break;
 	fclose(f);
 	return kb;
-}
-
-/* Bytes of [p, p + LEN) that differ from pattern(, @salt). */
-static long bad_bytes(const uint8_t *p, int salt)
-{
-	long bad = 0;
-
-	for (size_t i = 0; i < LEN; i++)
-		bad += p[i] != pattern(i, salt);
-	return bad;
 }
 
 struct knob {
@@ -140,7 +125,7 @@ TEST_F_TIMEOUT(scan, collapses_every_extent, TIMEOUT_S + WINDOW_S + 60)
 	ASSERT_NE(NULL, self->anon);
 	ASSERT_EQ(0, madvise(self->anon, LEN, MADV_NOHUGEPAGE));
 	for (size_t i = 0; i < LEN; i++)
-		self->anon[i] = pattern(i, 1);
+		self->anon[i] = kh_pattern(i, 1);
 
 	self->memfd = memfd_create("khugepaged_scan", 0);
 	ASSERT_GE(self->memfd, 0);
@@ -149,7 +134,7 @@ TEST_F_TIMEOUT(scan, collapses_every_extent, TIMEOUT_S + WINDOW_S + 60)
 					     MAP_SHARED, self->memfd);
 	ASSERT_NE(NULL, self->shmem);
 	for (size_t i = 0; i < LEN; i++)
-		self->shmem[i] = pattern(i, 2);
+		self->shmem[i] = kh_pattern(i, 2);
 	ASSERT_EQ(0, smaps_field(self->anon, "AnonHugePages:"));
 	ASSERT_EQ(0, smaps_field(self->shmem, "ShmemPmdMapped:"));
 
@@ -188,8 +173,8 @@ TEST_F_TIMEOUT(scan, collapses_every_extent, TIMEOUT_S + WINDOW_S + 60)
 		  EXTENTS);
 
 	/* Reading refaults the retracted shmem extents by PMD. */
-	EXPECT_EQ(0, bad_bytes(self->anon, 1));
-	EXPECT_EQ(0, bad_bytes(self->shmem, 2));
+	EXPECT_EQ(0, kh_bad_bytes(self->anon, LEN, 1));
+	EXPECT_EQ(0, kh_bad_bytes(self->shmem, LEN, 2));
 	EXPECT_EQ((long)(LEN >> 10), smaps_field(self->anon, "AnonHugePages:"));
 	EXPECT_EQ((long)(LEN >> 10), smaps_field(self->shmem, "ShmemPmdMapped:"));
 }

@@ -150,6 +150,22 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
 	return found;
 }
 
+/* Test data: byte @i of a range, different from page to page and per @salt. */
+static inline uint8_t kh_pattern(size_t i, int salt)
+{
+	return (uint8_t)(i * 13 + i / KH_PAGE + salt);
+}
+
+/* Bytes of [p, p + len) that differ from kh_pattern(, @salt). */
+static inline long kh_bad_bytes(const uint8_t *p, size_t len, int salt)
+{
+	long bad = 0;
+
+	for (size_t i = 0; i < len; i++)
+		bad += p[i] != kh_pattern(i, salt);
+	return bad;
+}
+
 /* A PMD-aligned address with @len bytes free after it, or NULL. */
 static inline char *aligned_hole(size_t len)
 {

@@ -7,10 +7,18 @@ CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/khugepaged-rs}
 TARBALL=${TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 # KSRC: a user's own 6.12.y tree (patched in place); default: unpacked tarball.
 SRC=${KSRC:-$CACHE/linux-6.12}
+# PROFILE: test (configs/debug.config on top: lockdep, KASAN, ...) or bench
+# (production-like, no debug checks), each in its own build directory.
+PROFILE=${PROFILE:-test}
+case $PROFILE in
+test)	BUILD_SUFFIX= ;;
+bench)	BUILD_SUFFIX=-bench ;;
+*)	echo "unknown PROFILE=$PROFILE (test or bench)" >&2; exit 1 ;;
+esac
 # $O (from the user) names the build directory; BUILD is what we use, so
 # that a per-arch default never leaks into the environment of a child.
-BUILD=${O:-$CACHE/build-$ARCH}
-GUEST=$CACHE/guest-$ARCH
+BUILD=${O:-$CACHE/build-$ARCH$BUILD_SUFFIX}
+GUEST=$CACHE/guest-$ARCH$BUILD_SUFFIX
 LOGS=${LOGS:-$CACHE/logs}
 BINDGEN_DIR=${BINDGEN_DIR:-/opt/khugepaged-rs/bindgen}
 
@@ -27,6 +35,12 @@ KMAKE=(make -C "$SRC" O="$BUILD" ARCH="$KARCH" LLVM=1
 	RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	BINDGEN="$BINDGEN_DIR/bin/bindgen"
 	CLIPPY_DRIVER=/usr/bin/clippy-driver)
+
+# "6.12.117" of the tree in $SRC.
+tree_version() {
+	awk '/^VERSION =/ { v = $3 } /^PATCHLEVEL =/ { p = $3 } /^SUBLEVEL =/ { s = $3 }
+		END { printf "%s.%s.%s", v, p, s }' "$SRC/Makefile"
+}
 
 say() { printf '[%s] %s\n' "${STEP:-khugepaged-rs}" "$*"; }
 die() { printf '[%s] error: %s\n' "${STEP:-khugepaged-rs}" "$*" >&2; exit 1; }

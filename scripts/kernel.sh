@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Configure (tinyconfig + configs/*.config) and build the kernel in $BUILD.
+# Configure (tinyconfig + configs/*.config) and build the kernel in $BUILD:
+# PROFILE=test adds configs/debug.config, PROFILE=bench does not.
 # Reconfigures only when a fragment changed; the build itself is
 # incremental.
 set -euo pipefail
@@ -9,13 +10,15 @@ STEP=kernel
 . "$(dirname "$0")/common.sh"
 
 mkdir -p "$BUILD" "$LOGS"
-FRAGS=("$TOP/configs/base.config" "$TOP/configs/debug.config" "$TOP/configs/$ARCH.config")
+BLOG=$LOGS/build-$ARCH$BUILD_SUFFIX.log
+FRAGS=("$TOP/configs/base.config" "$TOP/configs/distro.config" "$TOP/configs/$ARCH.config")
+[ "$PROFILE" = test ] && FRAGS+=("$TOP/configs/debug.config")
 for f in ${EXTRA_CONFIGS:-}; do FRAGS+=("$f"); done
 STAMP=$BUILD/.khugepaged-rs-config
 want=$(cat "${FRAGS[@]}" | sha256sum | cut -d' ' -f1)
 
 if ! [ -f "$BUILD/.config" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-	say "configuring: tinyconfig + $(printf '%s ' "${FRAGS[@]##*/}")"
+	say "configuring ($PROFILE): tinyconfig + $(printf '%s ' "${FRAGS[@]##*/}")"
 	"${KMAKE[@]}" -s tinyconfig >/dev/null
 	(cd "$BUILD" && "$SRC/scripts/kconfig/merge_config.sh" -m -O "$BUILD" .config "${FRAGS[@]}" >/dev/null)
 	"${KMAKE[@]}" -s olddefconfig >/dev/null
@@ -29,14 +32,19 @@ if ! [ -f "$BUILD/.config" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; th
 	echo "$want" > "$STAMP"
 fi
 
-say "building $KIMAGE (log: $LOGS/build-$ARCH.log)"
+say "building $KIMAGE (log: $BLOG)"
 start=$(date +%s)
-if ! "${KMAKE[@]}" -j"$(nproc)" ${KBUILD_EXTRA:-} "$(basename "$KIMAGE")" >"$LOGS/build-$ARCH.log" 2>&1; then
-	grep -E 'error|Error' "$LOGS/build-$ARCH.log" | head -40 >&2
-	die "kernel build failed; see $LOGS/build-$ARCH.log"
+if ! "${KMAKE[@]}" -j"$(nproc)" ${KBUILD_EXTRA:-} "$(basename "$KIMAGE")" >"$BLOG" 2>&1; then
+	grep -E 'error|Error' "$BLOG" | head -40 >&2
+	die "kernel build failed; see $BLOG"
 fi
-if grep -A4 'warning' "$LOGS/build-$ARCH.log" | grep -qE 'mm/khugepaged|helpers/khugepaged'; then
-	grep -A8 'warning' "$LOGS/build-$ARCH.log" >&2
-	die "warnings in the project's code"
+# Any compiler warning about a file of the project fails: the Rust
+# khugepaged, the kernel crate's mm modules, the helpers and bindings, the
+# patched and new C.  clang names the file on the warning line
+# ("path:l:c: warning:"), rustc on a "  --> path:l:c" line below it (and a
+# build that succeeded printed no error's).
+PROJECT='(mm/khugepaged|rust/helpers/(helpers|mm)\.c|rust/kernel/(mm|lib)|rust/bindings/|include/linux/khugepaged)'
+if grep -nE "^\S*$PROJECT\S*:[0-9]+:[0-9]+: warning:|^\s*--> \S*$PROJECT" "$BLOG" >&2; then
+	die "compiler warnings in the project's code (see $BLOG)"
 fi
 say "built $BUILD/$KIMAGE in $(( $(date +%s) - start ))s"

@@ -23,13 +23,17 @@ arm64)
 	QEMU=(qemu-system-aarch64 -M virt -cpu "$([ $accel = kvm ] && echo host || echo cortex-a57)" -smp 2)
 	CONSOLE=ttyAMA0 ;;
 esac
+# loglevel=8: the console carries every message, KERN_WARNING (WARN_ON,
+# lockdep, RCU) and KERN_INFO/DEBUG among them, for scripts/report.py.
+# printk.devkmsg=on: the guest's output goes through /dev/kmsg, unthrottled.
+# numa=fake=2: two NUMA nodes (NUMA_EMU) for migration between them.
 say "booting $ARCH under $accel (timeout ${TIMEOUT}s, console log: $LOG)"
 set +e
 timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" -accel $accel -m 3G \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$BUILD/$KIMAGE" -initrd "$GUEST/initramfs.cpio" \
 	-drive file="$GUEST/ext4.img",if=virtio,format=raw \
-	-append "console=$CONSOLE panic=-1 oops=panic loglevel=4 $*" </dev/null 2>&1 |
+	-append "console=$CONSOLE panic=-1 oops=panic loglevel=8 printk.devkmsg=on numa=fake=2 $*" </dev/null 2>&1 |
 	tee "$LOG" | if [ -n "${QEMU_SHOW:-}" ]; then grep --line-buffered -E "$QEMU_SHOW"; else cat; fi
 rc=${PIPESTATUS[0]}
 set -e

@@ -99,7 +99,8 @@ TEST(anon_collapse)
 	fill(p, PMD_SIZE, 1);
 	ASSERT_EQ(0, smaps_field(p, "AnonHugePages:"));
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
 	EXPECT_TRUE(check(p, PMD_SIZE, 1));
 	munmap(p, PMD_SIZE);
@@ -144,7 +145,8 @@ static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 	ASSERT_EQ(0, smaps_field(p, field));
 
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	EXPECT_EQ(2048, smaps_field(p, field));
 	EXPECT_TRUE(check(p, PMD_SIZE, seed));
 
@@ -155,7 +157,8 @@ static void shmem_or_file(struct __test_metadata *_metadata, int fd,
 	ASSERT_EQ(2048, smaps_field(p, "Rss:"));
 	calls = impl_calls(impl, sizeof(impl));
 	ASSERT_GE(calls, 0);
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	EXPECT_EQ(2048, smaps_field(p, field));
 	EXPECT_EQ(2048, smaps_field(p, "Rss:"));
 	/*
@@ -235,7 +238,8 @@ TEST(file_cow_kept)
 	/* Fault the file in first, as the other file cases do. */
 	touch(p, PMD_SIZE);
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	ASSERT_EQ(2048, smaps_field(p, "FilePmdMapped:"));
 
 	/* CoW one page: splits the PMD and gives the VMA an anon_vma. */
@@ -245,7 +249,7 @@ TEST(file_cow_kept)
 	ASSERT_EQ(0, smaps_field(p, "FilePmdMapped:"));
 	ASSERT_GT(smaps_field(p, "Anonymous:"), 0);
 
-	EXPECT_EQ(-1, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+	EXPECT_EQ(-1, kh_collapse(p, PMD_SIZE));
 	EXPECT_EQ(EINVAL, errno);
 	EXPECT_EQ(0, smaps_field(p, "FilePmdMapped:"));
 	/* The private page kept its data; undo it and all else matches. */
@@ -340,7 +344,8 @@ static long cow_extent_run(struct __test_metadata *_metadata, int fd,
 	ASSERT_EQ(p, mmap(p, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0));
 	touch(p, len);
 	ASSERT_EQ(0, madvise(p, len, MADV_HUGEPAGE));
-	ASSERT_EQ(0, madvise(p, len, MADV_COLLAPSE));
+	ASSERT_EQ(0, kh_collapse(p, len))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	ASSERT_EQ(NR_EXT * 2048, smaps_field(p, field));
 
 	/* Map every extent by PTEs, then CoW one page of extent @cow. */
@@ -353,7 +358,7 @@ static long cow_extent_run(struct __test_metadata *_metadata, int fd,
 	ASSERT_EQ(0, mprotect(p, len, PROT_READ));
 	ASSERT_EQ(4, smaps_field(p, "Anonymous:"));
 
-	EXPECT_EQ(-1, madvise(p, len, MADV_COLLAPSE));
+	EXPECT_EQ(-1, kh_collapse(p, len));
 	EXPECT_EQ(EINVAL, errno);
 	huge = smaps_field(p, field);
 

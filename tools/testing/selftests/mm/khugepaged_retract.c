@@ -253,7 +253,7 @@ TEST_F(retract, only_eligible_vmas_lose_their_table)
 	ASSERT_EQ(0, impl_stat(impl, "retract_page_tables", &calls0, &tables0));
 	p = map_role(COLLAPSER, self->fd);
 	ASSERT_NE(NULL, p);
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_COLLAPSE)) {
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE)) {
 		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	}
 	ASSERT_EQ(0, impl_stat(impl, "retract_page_tables", &calls1, &tables1));

@@ -6,6 +6,7 @@
 #ifndef KHUGEPAGED_UTIL_H
 #define KHUGEPAGED_UTIL_H
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -148,6 +149,29 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
 	}
 	fclose(file);
 	return found;
+}
+
+/*
+ * MADV_COLLAPSE of [@p, @p + @len), tried again (at most KH_COLLAPSE_TRIES
+ * times in all) while it fails with EAGAIN: a transient reference or lock on
+ * a page (readahead I/O still in flight, a folio in another CPU's LRU batch)
+ * makes 6.12 give up with SCAN_PAGE_LOCK/_LRU/_COUNT.  Every retry prints an
+ * "@@RETRY" line, which scripts/report.py counts; a persistent EAGAIN still
+ * fails.  Returns madvise()'s result with its errno.
+ */
+#define KH_COLLAPSE_TRIES	3
+
+static inline int kh_collapse(void *p, size_t len)
+{
+	int ret, tries = 1;
+
+	while ((ret = madvise(p, len, MADV_COLLAPSE)) && errno == EAGAIN &&
+	       tries < KH_COLLAPSE_TRIES) {
+		fprintf(stderr, "# @@RETRY MADV_COLLAPSE at %p: EAGAIN, try %d of %d\n",
+			p, ++tries, KH_COLLAPSE_TRIES);
+		usleep(10000);
+	}
+	return ret;
 }
 
 /* Test data: byte @i of a range, different from page to page and per @salt. */

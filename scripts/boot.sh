@@ -12,7 +12,9 @@ STEP=$MODE
 case $MODE in
 test)	JOBS=$TOP/scripts/guest/test-jobs.sh; ARCHES=${ARCHES:-x86_64 arm64} ;;
 run)	JOBS=$TOP/scripts/guest/run-jobs.sh; ARCHES=${ARCHES:-$ARCH} ;;
-bench)	JOBS=$TOP/scripts/guest/bench-jobs.sh; ARCHES=${ARCHES:-x86_64 arm64} ;;
+bench)	# A production-like kernel (no lockdep, KASAN, DEBUG_VM, ...) of its own.
+	JOBS=$TOP/scripts/guest/bench-jobs.sh; ARCHES=${ARCHES:-x86_64 arm64}
+	export PROFILE=bench ;;
 soak)	# The differential tester for MINUTES, from the first of SEEDS on.
 	JOBS=$CACHE/soak-jobs.sh; ARCHES=${ARCHES:-$ARCH}
 	mkdir -p "$CACHE"
@@ -29,6 +31,7 @@ soak)	# The differential tester for MINUTES, from the first of SEEDS on.
 esac
 
 bash "$TOP/scripts/tree.sh"
+say "kernel tree: $(tree_version) ($SRC), profile $PROFILE"
 LOGPAIRS=()
 STYLE=pass
 for arch in $ARCHES; do
@@ -49,6 +52,7 @@ for arch in $ARCHES; do
 	T2=$(date +%s)
 	ln -sf "$(basename "$LOG")" "$LOGS/$MODE-$arch-latest.log"
 	say "$arch: build+checks $((T1 - T0))s, guest $((T2 - T1))s; console log: $LOG"
+	echo "@@TIMES arch=$arch build=$((T1 - T0)) guest=$((T2 - T1))" >> "$LOG"
 	LOGPAIRS+=("$arch=$LOG")
 done
 

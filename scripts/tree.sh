@@ -34,7 +34,8 @@ if ! { [ -d "$APPLIED" ] && diff -qr "$TOP/patches" "$APPLIED" >/dev/null; }; th
 	fi
 	for p in $(series "$TOP/patches"); do
 		say "applying $p"
-		patch -d "$SRC" -p1 -s -f -N <"$TOP/patches/$p" || die "$p does not apply"
+		patch -d "$SRC" -p1 -s -f -N <"$TOP/patches/$p" ||
+			die "patches/$p does not apply to Linux $(tree_version) ($SRC); the series is made for 6.12.117 (scripts/check-stable.sh tries every 6.12.y Debian offers)"
 	done
 	find "$SRC" -name '*.orig' -newer "$TOP/patches/series" -delete 2>/dev/null || true
 	cp -r "$TOP/patches" "$APPLIED"

@@ -50,18 +50,19 @@ struct log {
 	struct rec rec[MAX_REC];
 };
 
+/* Each test runs in a child of its own: what it mapped, for the teardown. */
+static char *maps[MAX_PMDS];
+static int nr_maps;
+
 FIXTURE(notifier)
 {
 	struct log *log;
-	char *map[MAX_PMDS];
-	int nr_map;
 	int fd;
 };
 
 FIXTURE_SETUP(notifier)
 {
 	self->fd = -1;
-	self->nr_map = 0;
 	self->log = calloc(1, sizeof(*self->log));
 	ASSERT_NE(NULL, self->log);
 	self->log->fd = open(NOTIFIER_LOG, O_RDWR);
@@ -71,8 +72,8 @@ FIXTURE_SETUP(notifier)
 
 FIXTURE_TEARDOWN(notifier)
 {
-	for (int i = 0; i < self->nr_map; i++)
-		munmap(self->map[i], PMD_SIZE);
+	for (int i = 0; i < nr_maps; i++)
+		munmap(maps[i], PMD_SIZE);
 	if (self->fd >= 0)
 		close(self->fd);
 	close(self->log->fd);
@@ -179,13 +180,12 @@ static void check_log(struct __test_metadata *_metadata, struct log *log,
 }
 
 /* Maps @fd (or anonymous memory) PMD-aligned; remembered for teardown. */
-static char *map(struct __test_metadata *_metadata,
-		 FIXTURE_DATA(notifier) *self, int prot, int flags, int fd)
+static char *map(int prot, int flags, int fd)
 {
-	char *p = aligned_map(PMD_SIZE, prot, flags, fd);
+	char *p = nr_maps < MAX_PMDS ? aligned_map(PMD_SIZE, prot, flags, fd) : NULL;
 
 	if (p)
-		self->map[self->nr_map++] = p;
+		maps[nr_maps++] = p;
 	return p;
 }
 
@@ -208,8 +208,7 @@ static int collapse(struct __test_metadata *_metadata, char *p, size_t len)
 /* collapse_huge_page(): one anonymous PMD range. */
 TEST_F(notifier, anon)
 {
-	char *p = map(_metadata, self, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	char *p = map(PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 
 	ASSERT_NE(NULL, p);
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
@@ -227,24 +226,24 @@ TEST_F(notifier, anon)
  * the same small folios; MADV_COLLAPSE of the first retracts both tables.
  */
 static void shared_collapse(struct __test_metadata *_metadata,
-			    FIXTURE_DATA(notifier) *self, const char *name,
+			    struct log *log, int fd, const char *name,
 			    int prot, int flags)
 {
 	char *p[2];
 
 	for (int i = 0; i < 2; i++) {
-		p[i] = map(_metadata, self, prot, flags, self->fd);
+		p[i] = map(prot, flags, fd);
 		ASSERT_NE(NULL, p[i]);
 	}
 	touch(p[0], PMD_SIZE);
 	touch(p[1], PMD_SIZE);
 	ASSERT_EQ(0, madvise(p[0], PMD_SIZE, MADV_HUGEPAGE));
 	ASSERT_EQ(0, madvise(p[1], PMD_SIZE, MADV_HUGEPAGE));
-	ASSERT_EQ(0, log_clear(self->log));
+	ASSERT_EQ(0, log_clear(log));
 	ASSERT_EQ(0, collapse(_metadata, p[0], PMD_SIZE));
 	EXPECT_EQ(0, kh_bad_bytes((uint8_t *)p[0], PMD_SIZE, 2));
 	EXPECT_EQ(0, kh_bad_bytes((uint8_t *)p[1], PMD_SIZE, 2));
-	check_log(_metadata, self->log, name, p, 2);
+	check_log(_metadata, log, name, p, 2);
 }
 
 /*
@@ -281,28 +280,28 @@ TEST_F(notifier, shmem_retract)
 {
 	self->fd = make_fd(_metadata, false);
 	ASSERT_LE(0, self->fd);
-	shared_collapse(_metadata, self, "shmem_retract", PROT_READ | PROT_WRITE,
-			MAP_SHARED);
+	shared_collapse(_metadata, self->log, self->fd, "shmem_retract",
+			PROT_READ | PROT_WRITE, MAP_SHARED);
 }
 
 TEST_F(notifier, file_retract)
 {
 	self->fd = make_fd(_metadata, true);
 	ASSERT_LE(0, self->fd) TH_LOG("KHUGEPAGED_FILE_DIR: no file");
-	shared_collapse(_metadata, self, "file_retract", PROT_READ | PROT_EXEC,
-			MAP_PRIVATE);
+	shared_collapse(_metadata, self->log, self->fd, "file_retract",
+			PROT_READ | PROT_EXEC, MAP_PRIVATE);
 }
 
 /*
  * collapse_pte_mapped_thp(): a THP of the page cache mapped by 512 PTEs
  * (the PMD mapping split by an mprotect() of one page) maps by PMD again.
  */
-static void recollapse(struct __test_metadata *_metadata,
-		       FIXTURE_DATA(notifier) *self, const char *name,
-		       int prot, int flags, const char *field)
+static void recollapse(struct __test_metadata *_metadata, struct log *log,
+		       int fd, const char *name, int prot, int flags,
+		       const char *field)
 {
 	int other = prot & PROT_WRITE ? PROT_READ : PROT_READ | PROT_WRITE;
-	char *p = map(_metadata, self, prot, flags, self->fd);
+	char *p = map(prot, flags, fd);
 
 	ASSERT_NE(NULL, p);
 	touch(p, PMD_SIZE);
@@ -313,27 +312,27 @@ static void recollapse(struct __test_metadata *_metadata,
 	touch(p, PMD_SIZE);
 	ASSERT_EQ(0, mprotect(p + KH_PAGE, KH_PAGE, prot));
 	ASSERT_EQ(0, smaps_field(p, field));
-	ASSERT_EQ(0, log_clear(self->log));
+	ASSERT_EQ(0, log_clear(log));
 	ASSERT_EQ(0, collapse(_metadata, p, PMD_SIZE));
 	EXPECT_EQ(2048, smaps_field(p, field));
 	EXPECT_EQ(0, kh_bad_bytes((uint8_t *)p, PMD_SIZE, 2));
-	check_log(_metadata, self->log, name, &p, 1);
+	check_log(_metadata, log, name, &p, 1);
 }
 
 TEST_F(notifier, shmem_recollapse)
 {
 	self->fd = make_fd(_metadata, false);
 	ASSERT_LE(0, self->fd);
-	recollapse(_metadata, self, "shmem_recollapse", PROT_READ | PROT_WRITE,
-		   MAP_SHARED, "ShmemPmdMapped:");
+	recollapse(_metadata, self->log, self->fd, "shmem_recollapse",
+		   PROT_READ | PROT_WRITE, MAP_SHARED, "ShmemPmdMapped:");
 }
 
 TEST_F(notifier, file_recollapse)
 {
 	self->fd = make_fd(_metadata, true);
 	ASSERT_LE(0, self->fd) TH_LOG("KHUGEPAGED_FILE_DIR: no file");
-	recollapse(_metadata, self, "file_recollapse", PROT_READ | PROT_EXEC,
-		   MAP_PRIVATE, "FilePmdMapped:");
+	recollapse(_metadata, self->log, self->fd, "file_recollapse",
+		   PROT_READ | PROT_EXEC, MAP_PRIVATE, "FilePmdMapped:");
 }
 
 TEST_HARNESS_MAIN

@@ -389,11 +389,13 @@ def test_report(pairs):
                 if a.get(n) != b.get(n):
                     diffs.append(f"{arch} {suite}: {n}: c={a.get(n, '-')} rust={b.get(n, '-')}")
                     fail(f"{arch} {suite}: {n}: C and Rust differ")
-        # The MMU-notifier invalidations of each notifier case, C vs Rust.
+        # The whole-PMD MMU-notifier invalidations of each notifier case, C
+        # vs Rust (the page-sized ones come from common C, try_to_unmap()).
         for case in sorted({c for _, c in notify}):
             c, r = notify.get(("c", case)), notify.get(("rust", case))
-            notes.append(f"{arch} notifier {case}: c={c} rust={r}")
-            if c != r:
+            notes.append(f"{arch} notifier {case}: c={c} rust={r} (whole-PMD sequence, "
+                         "page-sized invalidations)")
+            if (c or ("-",))[0] != (r or ("-",))[0]:
                 diffs.append(f"{arch} notifier {case}: invalidations c={c} rust={r}")
                 fail(f"{arch} notifier {case}: C and Rust invalidate differently")
         reach_problems = []

@@ -155,7 +155,9 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
  * MADV_COLLAPSE of [@p, @p + @len), tried again (at most KH_COLLAPSE_TRIES
  * times in all) while it fails with EAGAIN: a transient reference or lock on
  * a page (readahead I/O still in flight, a folio in another CPU's LRU batch)
- * makes 6.12 give up with SCAN_PAGE_LOCK/_LRU/_COUNT.  Every retry prints an
+ * makes 6.12 give up with SCAN_PAGE_LOCK/_LRU/_COUNT, and so does khugepaged
+ * collapsing the same range at that moment (100 and 200 ms let it finish).
+ * Every retry prints an
  * "@@RETRY" line, which scripts/report.py counts; a persistent EAGAIN still
  * fails.  Returns madvise()'s result with its errno.
  */
@@ -169,7 +171,7 @@ static inline int kh_collapse(void *p, size_t len)
 	       tries < KH_COLLAPSE_TRIES) {
 		fprintf(stderr, "# @@RETRY MADV_COLLAPSE at %p: EAGAIN, try %d of %d\n",
 			p, ++tries, KH_COLLAPSE_TRIES);
-		usleep(10000);
+		usleep(100000 * (tries - 1));
 	}
 	return ret;
 }

@@ -29,7 +29,8 @@ for v in "${VERSIONS[@]}"; do
 	deb=$(ls "$WORK"/linux-source-6.12_"${v//:/%3a}"_*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$deb" ]; then
 		say "$v: downloading"
-		(cd "$WORK" && apt-get download -qq "linux-source-6.12=$v") ||
+		(cd "$WORK" && apt-get download -qq "linux-source-6.12=$v" 2>&1 |
+			{ grep -v unsandboxed || true; }) ||
 			{ say "$v: cannot download"; bad=$((bad + 1)); continue; }
 		deb=$(ls "$WORK"/linux-source-6.12_*"${v##*:}"*.deb | head -1)
 	fi
@@ -37,7 +38,7 @@ for v in "${VERSIONS[@]}"; do
 	mkdir -p "$dir/deb" "$dir/src"
 	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir/deb" --wildcards '*/linux-source-6.12.tar.xz'
 	tarball=$dir/deb/usr/src/linux-source-6.12.tar.xz
-	top=$(tar -tf "$tarball" | head -1 | cut -d/ -f1)
+	top=$( (tar -tf "$tarball" || true) | head -1 | cut -d/ -f1)
 	tar -xf "$tarball" -C "$dir/src" --strip-components=1 \
 		"${FILES[@]/#/$top/}" "$top/Makefile" 2>/dev/null || true
 	rm -rf "$dir/deb"

@@ -21,8 +21,8 @@
 use kernel::bindings;
 use kernel::ffi::{c_long, c_ulong};
 use kernel::mm::guard::{
-    LockedFolio, MmapLocked, MmuNotifierRange, Pmd, PmdKind, PmdPteLock, PteLock, PtlHeld, Vma,
-    HPAGE_PMD_NR, HPAGE_PMD_ORDER,
+    LockedFolio, MmapLocked, MmuNotifierRange, Pmd, PmdKind, PtlHeld, Vma, HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
 };
 
 use crate::scan::*;
@@ -111,22 +111,6 @@ fn pte_state(ptent: bindings::pte_t) -> (bool, bool) {
         0 => (true, false),
         1 => (false, true),
         _ => (false, false),
-    }
-}
-
-/// The PTE lock as step 2 holds it: alone, or nested in the PMD lock when
-/// a uffd-armed private VMA needs the PMD lock first.
-enum Step2Lock<'a> {
-    Pte(PteLock<'a>),
-    PmdPte(PmdPteLock<'a>),
-}
-
-impl PtlHeld for Step2Lock<'_> {
-    fn held_ptl(&self) -> *mut bindings::spinlock_t {
-        match self {
-            Step2Lock::Pte(l) => l.held_ptl(),
-            Step2Lock::PmdPte(l) => l.held_ptl(),
-        }
     }
 }
 
@@ -228,21 +212,24 @@ pub(crate) fn collapse_pte_mapped_thp(
     // an as-if-CoWed PTE without looking at the page cache, so the folio
     // lock does not stop it, so ptl must not be dropped before the table is
     // detached: uffd-armed private VMAs take pml now.
-    let (map, lock) = if vma.userfaultfd_armed() && !vma.is_shared() {
+    let both = if vma.userfaultfd_armed() && !vma.is_shared() {
         // mmap_lock + folio lock should prevent the table going away.
         let Some(both) = pmd.lock().nest_table_lock() else {
             return SCAN_FAIL;
         };
-        let Some(map) = pmd.map_nolock() else {
-            return SCAN_FAIL;
-        };
-        (map, Step2Lock::PmdPte(both))
+        Some(both)
     } else {
-        let Some(map) = pmd.map_nolock() else {
-            return SCAN_FAIL;
-        };
-        let ptl = map.lock();
-        (map, Step2Lock::Pte(ptl))
+        None
+    };
+    let Some(map) = pmd.map_nolock() else {
+        return SCAN_FAIL;
+    };
+    // The PTE lock alone, unless it is held nested in the PMD lock.
+    let ptl = both.is_none().then(|| map.lock());
+    let lock: &dyn PtlHeld = match (&both, &ptl) {
+        (Some(both), _) => both,
+        (None, Some(ptl)) => ptl,
+        (None, None) => return SCAN_FAIL,
     };
 
     // Step 2: clear the page table and adjust the rmap.
@@ -274,7 +261,7 @@ pub(crate) fn collapse_pte_mapped_thp(
         // Must clear the entry, or a racing truncate may remove it again.
         // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
         // folio is already dirty; a file THP is read-only.
-        if !map.clear(&lock, i) {
+        if !map.clear(lock, i) {
             abort_cleared(mmap, &folio, nr_ptes);
             return SCAN_FAIL;
         }
@@ -284,14 +271,11 @@ pub(crate) fn collapse_pte_mapped_thp(
         nr_ptes += 1;
     }
 
+    // pte_unmap_unlock(); a PMD lock (with the PTE lock nested) stays held
+    // for step 4.
+    drop(ptl);
     drop(map);
-    let held = match lock {
-        Step2Lock::PmdPte(both) => Some(both),
-        Step2Lock::Pte(ptl) => {
-            drop(ptl);
-            None
-        }
-    };
+    let held = both;
 
     // Step 3: set the refcount and the mm counters right.
     if nr_ptes > 0 {

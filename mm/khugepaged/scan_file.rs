@@ -81,7 +81,10 @@ impl XaWalk {
     fn pause_resched(&mut self) {
         // SAFETY: a live walk (type invariant).
         unsafe { bindings::xas_pause(&mut self.xas) };
-        self.rcu.cond_resched();
+        // SAFETY: the walk's section is the only one open: the C callers of
+        // hpage_collapse_scan_file() hold none, and the scan maps no PTE
+        // table.
+        unsafe { self.rcu.cond_resched() };
     }
 }
 

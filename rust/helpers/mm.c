@@ -34,6 +34,35 @@
 
 /* mm_struct, VMA */
 
+bool rust_helper_vma_is_dax(const struct vm_area_struct *vma)
+{
+	return vma_is_dax(vma);
+}
+
+/*
+ * The PMD entry for @address in @mm, as mm_find_pmd() (mm/rmap.c) finds it,
+ * but NULL as well when the PUD entry is a leaf (hugetlb, DAX, huge PFNMAP):
+ * its "PMD table" would be the user's data.  For kernel::mm's Vma::find_pmd().
+ */
+pmd_t *rust_helper_mm_find_pmd_table(struct mm_struct *mm,
+				     unsigned long address)
+{
+	pgd_t *pgd = pgd_offset(mm, address);
+	p4d_t *p4d;
+	pud_t *pud, pude;
+
+	if (!pgd_present(*pgd))
+		return NULL;
+	p4d = p4d_offset(pgd, address);
+	if (!p4d_present(*p4d))
+		return NULL;
+	pud = pud_offset(p4d, address);
+	pude = READ_ONCE(*pud);
+	if (!pud_present(pude) || pud_leaf(pude))
+		return NULL;
+	return pmd_offset(pud, address);
+}
+
 void rust_helper_mmap_assert_locked(struct mm_struct *mm)
 {
 	mmap_assert_locked(mm);

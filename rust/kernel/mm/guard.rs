@@ -26,7 +26,9 @@
 //!                                            skipped when ptl == pml)
 //! mmu_notifier range      MmuInvalidation    (not a lock: started and ended
 //!                                            with no spinlock held)
-//! RCU read side           RcuReadGuard       (also implied by a PTE map)
+//! RCU read side           RcuReadGuard       (also implied by a PTE map;
+//!                                            its cond_resched() is unsafe:
+//!                                            no other section may be open)
 //! ```
 //!
 //! How the types keep that order:
@@ -39,13 +41,18 @@
 //! - Page tables are only reached through [`Vma::find_pmd`]: the upper
 //!   levels cannot be freed while the VMA is in the tree (mmap lock) or in
 //!   its file's interval tree (i_mmap lock), which is what makes a [`Pmd`]
-//!   safe to lock and map. Its guards borrow it.
+//!   safe to lock and map. Its guards borrow it. It refuses VMAs that can
+//!   have leaf entries above the PMD level (hugetlb, DAX, PFN maps) and a
+//!   PUD leaf, whose "PMD" would be the user's memory.
+//! - A VMA's `anon_vma` is only handed out under the mmap lock of its mm
+//!   ([`MmapLocked::anon_vma`], [`WriteLockedVma::anon_vma`]): a [`Vma`]
+//!   from an i_mmap walk can be unmapped, and its anon_vma freed, meanwhile.
 //! - The PTE lock nests inside the PMD lock only through
 //!   [`PmdLock::nest_table_lock`], which consumes the held [`PmdLock`] and
 //!   returns a [`PmdPteLock`] that releases the PTE lock before the PMD lock,
 //!   and does not take the PTE lock again when it is the PMD lock itself.
-//! - A PTE is only cleared with a proof ([`PtlHeld`]) that its table's lock
-//!   is held, and a page table is only detached under both locks
+//! - A PTE is only cleared with a proof ([`PtlHeld`], a sealed trait that
+//!   only the PTE-lock guards implement) that its table's lock is held, and a page table is only detached under both locks
 //!   ([`PmdPteLock::collapse_flush`]); the detached table must then be freed
 //!   ([`DetachedTable::free`]) after the locks are dropped.
 //! - A table that still maps pages is only detached with proof that nothing
@@ -146,6 +153,47 @@ impl<'a> MmapLocked<'a> {
         NonNull::new(vma).map(|vma| Vma {
             vma,
             _lock: PhantomData,
+        })
+    }
+
+    /// The `anon_vma` of `vma`, if it has one and is a VMA of this mm
+    /// (`None` for another mm's VMA, whose mmap lock is not held).
+    ///
+    /// Only the mmap lock keeps a VMA's anon_vma alive: a VMA found in a
+    /// file's interval tree under `i_mmap_rwsem` alone can be unmapped, and
+    /// its anon_vma freed in `free_pgtables()`, while it is looked at. So
+    /// [`Vma`] itself does not hand it out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::guard::*;
+    ///
+    /// const ADDR: usize = 0x4000_0000;
+    /// let mm = KthreadMm::new()?;
+    /// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+    /// {
+    ///     let mmap = mm.mmap_read();
+    ///     let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+    ///     assert!(!vma.has_anon_vma() && mmap.anon_vma(&vma).is_none());
+    /// }
+    /// // The first write fault gives the VMA its anon_vma.
+    /// mm.write(ADDR, &[1])?;
+    /// let mmap = mm.mmap_read();
+    /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+    /// assert!(vma.has_anon_vma() && mmap.anon_vma(&vma).is_some());
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[inline]
+    pub fn anon_vma(&self, vma: &Vma<'_>) -> Option<AnonVma<'_>> {
+        if vma.mm() != self.as_ptr() {
+            return None;
+        }
+        // INVARIANT: once set, `vma->anon_vma` stays until the VMA is torn
+        // down, which the mmap lock of its mm, held for `'_`, prevents.
+        NonNull::new(vma.raw_anon_vma()).map(|av| AnonVma {
+            av,
+            _vma: PhantomData,
         })
     }
 
@@ -388,6 +436,20 @@ pub struct WriteLockedVma<'a> {
     vma: Vma<'a>,
 }
 
+impl<'a> WriteLockedVma<'a> {
+    /// The VMA's `anon_vma`, if it has one: kept alive by the mmap write
+    /// lock this VMA borrows.
+    #[inline]
+    pub fn anon_vma(&self) -> Option<AnonVma<'a>> {
+        // INVARIANT: as in `MmapLocked::anon_vma`; the mmap lock of the
+        // VMA's mm is held for `'a` (type invariant).
+        NonNull::new(self.vma.raw_anon_vma()).map(|av| AnonVma {
+            av,
+            _vma: PhantomData,
+        })
+    }
+}
+
 impl<'a> core::ops::Deref for WriteLockedVma<'a> {
     type Target = Vma<'a>;
 
@@ -435,6 +497,16 @@ impl<'a> Vma<'a> {
     #[inline]
     pub fn as_ptr(&self) -> *mut bindings::vm_area_struct {
         self.vma.as_ptr()
+    }
+
+    /// `READ_ONCE(vma->anon_vma)`, not to be dereferenced: a VMA reached
+    /// without its mmap lock (from an i_mmap walk) can be unmapped, and its
+    /// anon_vma freed, at any time. [`MmapLocked::anon_vma`] hands out the
+    /// anon_vma itself.
+    #[inline]
+    fn raw_anon_vma(&self) -> *mut bindings::anon_vma {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { read_once(&(*self.as_ptr()).anon_vma) }
     }
 
     /// Returns the raw pointer to the VMA's mm.
@@ -542,21 +614,7 @@ impl<'a> Vma<'a> {
     /// anonymous pages.
     #[inline]
     pub fn has_anon_vma(&self) -> bool {
-        // SAFETY: the VMA is valid (type invariant).
-        !unsafe { read_once(&(*self.as_ptr()).anon_vma) }.is_null()
-    }
-
-    /// The VMA's `anon_vma`, if it has one.
-    #[inline]
-    pub fn anon_vma(&self) -> Option<AnonVma<'a>> {
-        // SAFETY: the VMA is valid (type invariant).
-        let av = unsafe { read_once(&(*self.as_ptr()).anon_vma) };
-        // INVARIANT: once set, `vma->anon_vma` stays until the VMA is torn
-        // down, which the lock behind `'a` prevents.
-        NonNull::new(av).map(|av| AnonVma {
-            av,
-            _vma: PhantomData,
-        })
+        !self.raw_anon_vma().is_null()
     }
 
     /// The page cache of the file the VMA maps, if any.
@@ -585,37 +643,77 @@ impl<'a> Vma<'a> {
         unsafe { read_once(&(*self.mm()).__bindgen_anon_1.mm_users.counter) == 0 }
     }
 
-    /// The PMD entry that maps the PMD-aligned `haddr`, when the upper
-    /// levels of the page table are populated and `[haddr, haddr +
-    /// HPAGE_PMD_SIZE)` lies inside the VMA.
+    /// `vma_is_dax()`: whether the VMA maps a DAX file.
+    #[inline]
+    pub fn is_dax(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::vma_is_dax(self.as_ptr()) }
+    }
+
+    /// Whether the VMA's page tables can hold leaf entries above the PMD
+    /// level: hugetlb (1 GiB pages), DAX (PUD-sized device mappings) and
+    /// `VM_PFNMAP`/`VM_MIXEDMAP` (huge PFN maps). [`Vma::find_pmd`] refuses
+    /// them.
+    #[inline]
+    pub fn may_have_pud_leaves(&self) -> bool {
+        let special =
+            (bindings::VM_HUGETLB | bindings::VM_PFNMAP | bindings::VM_MIXEDMAP) as c_ulong;
+        self.flags() & special != 0 || self.is_dax()
+    }
+
+    /// The PMD entry that maps the PMD-aligned `haddr`, when `[haddr, haddr
+    /// + HPAGE_PMD_SIZE)` lies inside the VMA, the VMA is not one that can
+    /// have PUD-level leaves ([`Vma::may_have_pud_leaves`]) and the upper
+    /// levels are present tables (a PUD leaf is refused as well: its "PMD"
+    /// would point into the user's memory).
+    ///
+    /// # Examples
+    ///
+    /// A `VM_PFNMAP` VMA gets no `Pmd`, although its page tables are there:
+    ///
+    /// ```
+    /// use kernel::{bindings, mm::guard::*};
+    ///
+    /// const ADDR: usize = 0x4000_0000;
+    /// let mm = KthreadMm::new()?;
+    /// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+    /// mm.write(ADDR, &[1])?;
+    /// let mmap = mm.mmap_write();
+    /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+    /// assert!(vma.find_pmd(ADDR as _).is_some());
+    /// let pfnmap = bindings::VM_PFNMAP as kernel::ffi::c_ulong;
+    /// // SAFETY: the VMA is valid; its flags change under the mmap write
+    /// // lock, held; they are restored below, before the VMA is torn down.
+    /// let flags = unsafe { core::ptr::addr_of_mut!((*vma.as_ptr()).__bindgen_anon_2.__vm_flags) };
+    /// // SAFETY: as above.
+    /// unsafe { *flags |= pfnmap };
+    /// assert!(vma.may_have_pud_leaves() && vma.find_pmd(ADDR as _).is_none());
+    /// // SAFETY: as above.
+    /// unsafe { *flags &= !pfnmap };
+    /// assert!(vma.find_pmd(ADDR as _).is_some());
+    /// # Ok::<(), Error>(())
+    /// ```
     #[inline]
     pub fn find_pmd(&self, haddr: c_ulong) -> Option<Pmd<'a>> {
         if haddr & !HPAGE_PMD_MASK != 0
             || !self.contains_range(haddr, haddr.wrapping_add(HPAGE_PMD_SIZE))
+            || self.may_have_pud_leaves()
         {
             return None;
         }
         // SAFETY: the mm is live; its upper page-table levels for the VMA's
         // range stay while the VMA is in its trees (type invariant), which
-        // is all mm_find_pmd() walks.
-        let pmd = NonNull::new(unsafe { mm_find_pmd(self.mm(), haddr) })?;
-        // INVARIANT: as above, the entry stays in place for `'a`.
+        // is all the walk reads.
+        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), haddr) })?;
+        // INVARIANT: as above, the entry stays in place for `'a`; it is in a
+        // PMD table (the PUD entry above is a table, not a leaf), in a VMA
+        // that has no PUD-level leaves.
         Some(Pmd {
             pmd,
             vma: *self,
             haddr,
         })
     }
-}
-
-// `mm_struct` embeds structs that are empty in some configurations, which
-// the lint flags; the pointer is passed through opaquely, as the bindings
-// crate does.
-#[allow(improper_ctypes)]
-extern "C" {
-    /// `mm/rmap.c`, declared in `mm/internal.h`: the PMD entry for
-    /// `address`, if the upper levels are present and not huge.
-    fn mm_find_pmd(mm: *mut bindings::mm_struct, address: c_ulong) -> *mut bindings::pmd_t;
 }
 
 /// The page cache of a file (`struct address_space`), pinned.
@@ -863,12 +961,12 @@ impl AnonVma<'_> {
 ///     let mmap = mm.mmap_read();
 ///     let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
 ///     // No anon_vma before the first write fault.
-///     assert!(!vma.has_anon_vma() && vma.anon_vma().is_none());
+///     assert!(!vma.has_anon_vma() && mmap.anon_vma(&vma).is_none());
 /// }
 /// mm.write(ADDR, &[1])?;
 /// let mmap = mm.mmap_read();
 /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
-/// let av = vma.anon_vma().ok_or(EINVAL)?;
+/// let av = mmap.anon_vma(&vma).ok_or(EINVAL)?;
 /// let sem = av.raw_rwsem();
 /// // SAFETY: `sem` lives in the anon_vma root, pinned by `vma`.
 /// let locked = |s| unsafe { bindings::rwsem_is_locked(s) } != 0;
@@ -887,7 +985,7 @@ impl AnonVmaWriteGuard<'_> {
     /// Whether this guard holds the lock of `vma`'s anon_vma.
     #[inline]
     pub fn locks_anon_vma_of(&self, vma: &Vma<'_>) -> bool {
-        vma.anon_vma().map(|av| av.av) == Some(self.av.av)
+        vma.raw_anon_vma() == self.av.av.as_ptr()
     }
 }
 
@@ -1189,9 +1287,17 @@ impl<'a> Pmd<'a> {
     }
 }
 
-/// Proof that a PTE table's lock is held.
-pub trait PtlHeld {
-    /// The PTE lock that is held.
+mod private {
+    /// Seals [`super::PtlHeld`]: only the guards of this module implement it.
+    pub trait Sealed {}
+}
+
+/// Proof that a PTE table's lock is held: implemented by the guards that
+/// hold one ([`PteMapLock`], [`PteLock`], [`PmdPteLock`]) and by nothing
+/// else. The trait is sealed, so that code outside this module cannot
+/// make up a proof and clear PTEs ([`PteMap::clear`]) without the lock.
+pub trait PtlHeld: private::Sealed {
+    /// The PTE lock that is held, for as long as `self` is borrowed.
     fn held_ptl(&self) -> *mut bindings::spinlock_t;
 }
 
@@ -1333,6 +1439,8 @@ impl<'p> PteMapLock<'p> {
     }
 }
 
+impl private::Sealed for PteMapLock<'_> {}
+
 impl PtlHeld for PteMapLock<'_> {
     #[inline]
     fn held_ptl(&self) -> *mut bindings::spinlock_t {
@@ -1368,12 +1476,11 @@ pub struct PteMap<'p> {
 }
 
 impl<'p> PteMap<'p> {
-    /// Takes the table's lock on its own (no PMD lock held).
-    ///
-    /// The returned guard may outlive the mapping: a held PTE lock keeps
-    /// the table attached, as nobody frees it without taking that lock.
+    /// Takes the table's lock on its own (no PMD lock held). The guard
+    /// borrows the mapping: the lock lives in the table, which only the
+    /// mapping keeps from being freed.
     #[inline]
-    pub fn lock(&self) -> PteLock<'p> {
+    pub fn lock(&self) -> PteLock<'_> {
         // SAFETY: `ptl` is the lock of a live table (type invariant).
         unsafe { bindings::spin_lock(self.ptl.as_ptr()) };
         // INVARIANT: just locked.
@@ -1394,7 +1501,7 @@ impl<'p> PteMap<'p> {
     /// caller. Returns `false` (and does nothing) if `held` does not hold
     /// this table's lock or `i` is out of range.
     #[inline]
-    pub fn clear(&self, held: &impl PtlHeld, i: usize) -> bool {
+    pub fn clear(&self, held: &(impl PtlHeld + ?Sized), i: usize) -> bool {
         if held.held_ptl() != self.ptl.as_ptr() || i >= HPAGE_PMD_NR {
             return false;
         }
@@ -1425,6 +1532,8 @@ pub struct PteLock<'p> {
     ptl: NonNull<bindings::spinlock_t>,
     _pmd: PhantomData<&'p ()>,
 }
+
+impl private::Sealed for PteLock<'_> {}
 
 impl PtlHeld for PteLock<'_> {
     #[inline]
@@ -1608,6 +1717,8 @@ impl<'p> PmdPteLock<'p> {
         }
     }
 }
+
+impl private::Sealed for PmdPteLock<'_> {}
 
 impl PtlHeld for PmdPteLock<'_> {
     #[inline]
@@ -2127,10 +2238,20 @@ impl RcuReadGuard {
     /// `cond_resched_rcu()`: leaves the section for a moment to let the CPU
     /// go (nothing to do in a preemptible kernel) and enters it again.
     /// Nothing found under the section before may be used after.
+    ///
+    /// # Safety
+    ///
+    /// No other RCU read-side critical section may be open in this task:
+    /// none of the caller's (C or Rust), and no guard that holds one (a
+    /// mapped PTE table: [`PteMap`], [`PteMapLock`], ...). On a kernel
+    /// without preemptible RCU `cond_resched()` reports a quiescent state
+    /// (`rcu_all_qs()`) whatever the nesting, which would let a grace
+    /// period end, and memory freed by `call_rcu()` (a page table from
+    /// `pte_free_defer()`) go, under the section still open.
     #[inline]
-    pub fn cond_resched(&mut self) {
-        // SAFETY: inside the section (type invariant), which the callee
-        // leaves and enters again.
+    pub unsafe fn cond_resched(&mut self) {
+        // SAFETY: inside the section (type invariant), the only one open
+        // (safety requirements), which the callee leaves and enters again.
         unsafe { bindings::cond_resched_rcu() };
     }
 }

@@ -661,11 +661,11 @@ impl<'a> Vma<'a> {
         self.flags() & special != 0 || self.is_dax()
     }
 
-    /// The PMD entry that maps the PMD-aligned `haddr`, when `[haddr, haddr
-    /// + HPAGE_PMD_SIZE)` lies inside the VMA, the VMA is not one that can
-    /// have PUD-level leaves ([`Vma::may_have_pud_leaves`]) and the upper
-    /// levels are present tables (a PUD leaf is refused as well: its "PMD"
-    /// would point into the user's memory).
+    /// The PMD entry that maps the PMD-aligned `haddr`, when the PMD range
+    /// at `haddr` lies inside the VMA, the VMA is not one that can have
+    /// PUD-level leaves ([`Vma::may_have_pud_leaves`]) and the upper levels
+    /// are present tables (a PUD leaf is refused as well: its "PMD" would
+    /// point into the user's memory).
     ///
     /// # Examples
     ///

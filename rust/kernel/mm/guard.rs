@@ -269,6 +269,7 @@ impl<'a> MmapLocked<'a> {
 /// assert!(unsafe { bindings::rwsem_is_locked(sem) } == 0);
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "the mmap lock is released when the guard is dropped"]
 pub struct MmapReadGuard<'a> {
     locked: MmapLocked<'a>,
 }
@@ -381,6 +382,7 @@ impl Drop for MmapReadGuard<'_> {
 ///
 /// `locked.mm` is live for `'a` and its mmap lock is held for writing by
 /// this guard.
+#[must_use = "the mmap lock is released when the guard is dropped"]
 pub struct MmapWriteGuard<'a> {
     locked: MmapLocked<'a>,
 }
@@ -432,6 +434,7 @@ impl MmapWriteGuard<'_> {
 ///
 /// `vma` is write-locked and the mmap write lock of its mm is held for
 /// `'a`.
+#[must_use = "a write-locked VMA is only useful while it is held"]
 pub struct WriteLockedVma<'a> {
     vma: Vma<'a>,
 }
@@ -836,6 +839,7 @@ impl<'a> Mapping<'a> {
 /// assert!(!locked(sem));
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "the i_mmap lock is released when the guard is dropped"]
 pub struct IMmapReadGuard<'a> {
     mapping: Mapping<'a>,
 }
@@ -862,6 +866,7 @@ impl Drop for IMmapReadGuard<'_> {
 /// # Invariants
 ///
 /// This guard holds `mapping`'s `i_mmap_rwsem` for writing.
+#[must_use = "the i_mmap lock is released when the guard is dropped"]
 pub struct IMmapWriteGuard<'a> {
     mapping: Mapping<'a>,
 }
@@ -977,6 +982,7 @@ impl AnonVma<'_> {
 /// assert!(!locked(sem));
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "the anon_vma lock is released when the guard is dropped"]
 pub struct AnonVmaWriteGuard<'a> {
     av: AnonVma<'a>,
 }
@@ -1030,6 +1036,7 @@ impl Drop for AnonVmaWriteGuard<'_> {
 /// assert!(!locked(raw));
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "the folio is unlocked and put when the guard is dropped"]
 pub struct LockedFolio<'a> {
     folio: NonNull<bindings::folio>,
     // Stable while the folio is locked (no split).
@@ -1379,6 +1386,7 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings:
 /// assert!(!locked(ptl));
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "the table is unlocked and unmapped when the guard is dropped"]
 pub struct PteMapLock<'p> {
     ptes: NonNull<bindings::pte_t>,
     ptl: NonNull<bindings::spinlock_t>,
@@ -1469,6 +1477,7 @@ impl Drop for PteMapLock<'_> {
 /// `ptes` points to the first of [`HPAGE_PMD_NR`] entries of a mapped PTE
 /// table (within an RCU read-side section started by the map) under
 /// `pmd`, and `ptl` is that table's lock.
+#[must_use = "the table is unmapped when the guard is dropped"]
 pub struct PteMap<'p> {
     ptes: NonNull<bindings::pte_t>,
     ptl: NonNull<bindings::spinlock_t>,
@@ -1528,6 +1537,7 @@ impl Drop for PteMap<'_> {
 /// # Invariants
 ///
 /// `ptl` is a PTE table lock held by this guard.
+#[must_use = "the PTE lock is released when the guard is dropped"]
 pub struct PteLock<'p> {
     ptl: NonNull<bindings::spinlock_t>,
     _pmd: PhantomData<&'p ()>,
@@ -1556,6 +1566,7 @@ impl Drop for PteLock<'_> {
 /// # Invariants
 ///
 /// `pml` is the lock `pmd_lock()` returned for `pmd`, held by this guard.
+#[must_use = "the PMD lock is released when the guard is dropped"]
 pub struct PmdLock<'p> {
     pml: NonNull<bindings::spinlock_t>,
     pmd: &'p Pmd<'p>,
@@ -1621,9 +1632,11 @@ impl<'p> PmdLock<'p> {
     /// invalidation `inv` of the range, and GUP-fast by the flush and the
     /// synchronisation of [`DetachedPtes::map_lock`].
     ///
-    /// Returns `None`, detaching nothing, if `vma` is not the entry's VMA,
-    /// `av` does not lock its anon_vma, `inv` does not cover its range, or
-    /// the entry is not a PTE table.
+    /// Returns `None`, detaching nothing, if `vma` is not the entry's VMA
+    /// or not an anonymous one (a file VMA's pages are reached through the
+    /// page cache's rmap, which the anon_vma lock does not exclude), `av`
+    /// does not lock its anon_vma, `inv` does not cover its range, or the
+    /// entry is not a PTE table.
     #[inline]
     pub fn detach_populated(
         &self,
@@ -1632,7 +1645,11 @@ impl<'p> PmdLock<'p> {
         inv: &MmuInvalidation<'_>,
     ) -> Option<DetachedPtes<'p>> {
         let pmd = self.pmd;
-        if vma.as_ptr() != pmd.vma.as_ptr() || !av.locks_anon_vma_of(vma) || !inv.covers(pmd) {
+        if vma.as_ptr() != pmd.vma.as_ptr()
+            || !vma.is_anonymous()
+            || !av.locks_anon_vma_of(vma)
+            || !inv.covers(pmd)
+        {
             return None;
         }
         // SAFETY: the entry is valid, and stable while its lock is held.
@@ -1668,6 +1685,7 @@ impl Drop for PmdLock<'_> {
 /// `pml` holds the PMD lock and the entry points to a PTE table whose lock
 /// is `ptl`; `ptl` is held by this guard through `nested` when it differs
 /// from the PMD lock.
+#[must_use = "both locks are released when the guard is dropped"]
 pub struct PmdPteLock<'p> {
     nested: Option<NonNull<bindings::spinlock_t>>,
     ptl: NonNull<bindings::spinlock_t>,
@@ -2063,6 +2081,7 @@ impl MmuNotifierRange {
 ///
 /// `mmu_notifier_invalidate_range_start()` was called on `range` and the
 /// matching end has not been.
+#[must_use = "the invalidation ends when the guard is dropped"]
 pub struct MmuInvalidation<'a> {
     range: &'a mut MmuNotifierRange,
 }
@@ -2218,6 +2237,7 @@ impl<'a> SpinlockReleased<'a> {
 /// drop(rcu);
 /// assert!(!held());
 /// ```
+#[must_use = "the RCU read-side section ends when the guard is dropped"]
 pub struct RcuReadGuard {
     // Not `Send`: the section ends on the CPU/task that began it.
     _not_send: PhantomData<*mut ()>,

@@ -67,9 +67,11 @@
 
 use crate::{
     bindings,
-    error::{code::*, Result},
     ffi::{c_int, c_ulong},
 };
+// Only the KUnit fixture returns errors.
+#[cfg(CONFIG_KUNIT)]
+use crate::error::{code::*, Result};
 use core::{marker::PhantomData, ptr::NonNull};
 
 /// Number of PTEs in a PMD-sized range.

@@ -158,8 +158,9 @@ impl<'a> MmapLocked<'a> {
         })
     }
 
-    /// The `anon_vma` of `vma`, if it has one and is a VMA of this mm
-    /// (`None` for another mm's VMA, whose mmap lock is not held).
+    /// The `anon_vma` of `vma`, if it has one and is in this mm's VMA tree
+    /// (`None` for another mm's VMA, whose mmap lock is not held, and for
+    /// one being unmapped).
     ///
     /// Only the mmap lock keeps a VMA's anon_vma alive: a VMA found in a
     /// file's interval tree under `i_mmap_rwsem` alone can be unmapped, and
@@ -188,11 +189,18 @@ impl<'a> MmapLocked<'a> {
     /// ```
     #[inline]
     pub fn anon_vma(&self, vma: &Vma<'_>) -> Option<AnonVma<'_>> {
-        if vma.mm() != self.as_ptr() {
+        // In this mm's VMA tree, not just of this mm: munmap() detaches the
+        // VMA under the write lock, then downgrades to the read lock for
+        // free_pgtables(), which frees the anon_vma while an i_mmap walk may
+        // still find the VMA.
+        if vma.mm() != self.as_ptr()
+            || self.vma_lookup(vma.start()).map(|v| v.as_ptr()) != Some(vma.as_ptr())
+        {
             return None;
         }
         // INVARIANT: once set, `vma->anon_vma` stays until the VMA is torn
-        // down, which the mmap lock of its mm, held for `'_`, prevents.
+        // down, which cannot start while it is in the tree and the mmap lock
+        // of its mm is held, for `'_`.
         NonNull::new(vma.raw_anon_vma()).map(|av| AnonVma {
             av,
             _vma: PhantomData,

@@ -11,7 +11,7 @@
  *
  *	start|end <event> <start> <end> <blockable>
  *
- * (event as enum mmu_notifier_event, addresses in hex), then a line
+ * (event as enum mmu_notifier_event, addresses in hex), after a first line
  * "dropped <n>" if the log overflowed.  write() of anything empties the
  * log; close() unregisters the notifier.
  */
@@ -23,11 +23,10 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
-#include <linux/vmalloc.h>
 
 #define NOTIFIER_LOG_RECORDS	4096
-/* "start 1 0x7fffffffffff 0x7fffffffffff 1\n" at most. */
-#define NOTIFIER_LOG_LINE	48
+/* "start 255 0xffffffffffffffff 0xffffffffffffffff 1\n" is 51 bytes. */
+#define NOTIFIER_LOG_LINE	64
 
 struct notifier_record {
 	bool end;
@@ -146,13 +145,13 @@ static int notifier_log_snapshot(struct notifier_log *log)
 		kvfree(rec);
 		return -ENOMEM;
 	}
+	if (dropped)
+		len += scnprintf(text + len, size - len, "dropped %lu\n",
+				 dropped);
 	for (i = 0; i < nr; i++)
 		len += scnprintf(text + len, size - len, "%s %u %#lx %#lx %d\n",
 				 rec[i].end ? "end" : "start", rec[i].event,
 				 rec[i].start, rec[i].last, rec[i].blockable);
-	if (dropped)
-		len += scnprintf(text + len, size - len, "dropped %lu\n",
-				 dropped);
 	kvfree(rec);
 	kvfree(log->text);
 	log->text = text;

@@ -32,7 +32,7 @@ for v in "${VERSIONS[@]}"; do
 		(cd "$WORK" && apt-get download -qq "linux-source-6.12=$v" 2>&1 |
 			{ grep -v unsandboxed || true; }) ||
 			{ say "$v: cannot download"; bad=$((bad + 1)); continue; }
-		deb=$(ls "$WORK"/linux-source-6.12_*"${v##*:}"*.deb | head -1)
+		deb=$(ls "$WORK"/linux-source-6.12_"${v//:/%3a}"_*.deb | head -1)
 	fi
 	rm -rf "$dir"
 	mkdir -p "$dir/deb" "$dir/src"

@@ -137,12 +137,13 @@ def cases_upstream(out):
 
     def close():
         text = "\n".join(seen)
+        # A case that skips may print OK for its setup steps first.
         if re.search(r"\bFail", text):
             res[name] = "fail"
-        elif re.search(r"\bOK\b", text):
-            res[name] = "pass"
         elif re.search(r"\bSkip", text):
             res[name] = "skip"
+        elif re.search(r"\bOK\b", text):
+            res[name] = "pass"
         else:
             res[name] = "fail"
     for line in out:
@@ -151,8 +152,14 @@ def cases_upstream(out):
             close()
             name, seen = f"{m.group(1)}({m.group(2)})", []
             continue
+        if line.startswith("Restore THP and khugepaged settings"):
+            # The end of the last case; the restore itself is no case.
+            close()
+            name, seen = None, []
+            continue
         seen.append(line)
-    close()
+    if name is not None:
+        close()
     return res
 
 
@@ -316,6 +323,11 @@ def test_report(pairs):
                 m = re.search(r"@@NOTIFY case=(\S+) seq=(\S+) small=(\d+)", l)
                 if m:
                     notify[(impl, m.group(1))] = (m.group(2), int(m.group(3)))
+        if not os.environ.get("SUITES"):
+            for suite, impl in sorted(set(results) - {(k, i) for k in TEST_SUITES
+                                                      for i in IMPLS + ("both",)}):
+                fail(f"{arch} {suite} [{impl}]: a suite make test does not know "
+                     "(add it to TEST_SUITES in scripts/report.py)")
         kunit, done = cases_ktap(lines)
         if kunit or done:
             results[("kunit-doctests", "both")] = {"rc": 0 if done else None, "cases": kunit}

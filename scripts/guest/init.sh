@@ -8,7 +8,9 @@
 # Everything the jobs print goes to the kernel log through /dev/kmsg, one
 # record per line (printk.devkmsg=on), so that the console (loglevel=8)
 # carries test output and kernel messages in one order, never one line cut
-# into another: a WARNING between two markers belongs to that suite.
+# into another.  The suite markers of test-jobs.sh are written directly,
+# after the suite's output has drained: a WARNING between two markers
+# belongs to that suite.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -18,12 +20,23 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 # Copies stdin to the kernel log, a record per line (level 6, KERN_INFO;
-# the prefix also keeps a line that starts with '<' from being read as one).
+# the prefix also keeps a line that starts with '<' from being read as one),
+# cutting lines longer than a record takes (1024 bytes) into pieces.
 to_kmsg() {
 	if ! [ -w /dev/kmsg ]; then cat; return; fi
 	while IFS= read -r line; do
+		while [ ${#line} -gt 900 ]; do
+			printf '<6>%s\n' "${line:0:900}" >&3
+			line=${line:900}
+		done
 		printf '<6>%s\n' "$line" >&3
 	done 3>/dev/kmsg
+}
+
+# Writes one line to the kernel log at once, not through a pipe: a marker
+# reaches the console before whatever the kernel prints after it.
+kmsg() {
+	if [ -w /dev/kmsg ]; then printf '<6>%s\n' "$*" > /dev/kmsg; else echo "$*"; fi
 }
 
 main() {

@@ -9,14 +9,15 @@ STATS=/sys/kernel/mm/transparent_hugepage/khugepaged/impl_stats
 run() {
 	suite=$1; shift
 	case " ${SUITES:-$suite} " in *" $suite "*) ;; *) return 0 ;; esac
-	echo "@@BEGIN impl=$impl suite=$suite"
 	cat $STATS > /tmp/stats.before 2>/dev/null
-	start=$(cut -d' ' -f1 /proc/uptime)
 	taint=$(cat /proc/sys/kernel/tainted)
-	"$@" 2>&1
-	rc=$?
+	kmsg "@@BEGIN impl=$impl suite=$suite"
+	start=$(cut -d' ' -f1 /proc/uptime)
+	# Its own pipe to the log, drained before the end marker is written.
+	{ "$@" 2>&1; echo $? > /tmp/rc; } | to_kmsg
+	rc=$(cat /tmp/rc)
 	end=$(cut -d' ' -f1 /proc/uptime)
-	echo "@@DONE impl=$impl suite=$suite rc=$rc start=$start end=$end taint=$taint,$(cat /proc/sys/kernel/tainted)"
+	kmsg "@@DONE impl=$impl suite=$suite rc=$rc start=$start end=$end taint=$taint,$(cat /proc/sys/kernel/tainted)"
 	cat $STATS > /tmp/stats.after 2>/dev/null
 	awk -v impl="$impl" -v suite="$suite" '
 		NR == FNR { a[$1 " " $2] = $3; b[$1 " " $2] = $4; next }

@@ -204,27 +204,21 @@ static void fill(char *p, int salt)
 		p[i] = kh_pattern(i, salt);
 }
 
+static int log_clear_arg(void *log)
+{
+	return log_clear(log);
+}
+
 /*
- * MADV_COLLAPSE, its errno logged on failure.  A transient EAGAIN is tried
- * again as kh_collapse() does; with @log, the log is emptied before each
- * try, so that it holds the invalidations of the try that counted (a
- * failed anonymous collapse has invalidated its range already).
+ * kh_collapse(), its errno logged on failure; with @log, the log is emptied
+ * before each try, so that it holds the invalidations of the try that
+ * counted (a failed anonymous collapse has invalidated its range already).
  */
 static int collapse(struct __test_metadata *_metadata, struct log *log,
 		    char *p, size_t len)
 {
-	int ret, tries = 1;
+	int ret = kh_collapse_each(p, len, log ? log_clear_arg : NULL, log);
 
-	for (;;) {
-		if (log && log_clear(log))
-			return -1;
-		ret = madvise(p, len, MADV_COLLAPSE);
-		if (!ret || errno != EAGAIN || tries == KH_COLLAPSE_TRIES)
-			break;
-		fprintf(stderr, "# @@RETRY MADV_COLLAPSE at %p: EAGAIN, try %d of %d\n",
-			p, ++tries, KH_COLLAPSE_TRIES);
-		usleep(100000 * (tries - 1));
-	}
 	if (ret)
 		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
 	return ret;

@@ -157,23 +157,33 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
  * a page (readahead I/O still in flight, a folio in another CPU's LRU batch)
  * makes 6.12 give up with SCAN_PAGE_LOCK/_LRU/_COUNT, and so does khugepaged
  * collapsing the same range at that moment (100 and 200 ms let it finish).
- * Every retry prints an
- * "@@RETRY" line, which scripts/report.py counts; a persistent EAGAIN still
- * fails.  Returns madvise()'s result with its errno.
+ * Every retry prints an "@@RETRY" line, which scripts/report.py counts; a
+ * persistent EAGAIN still fails.  @before(@arg), if given, runs before each
+ * try; its failure ends the attempt with -1.  Returns madvise()'s result
+ * with its errno.
  */
 #define KH_COLLAPSE_TRIES	3
 
-static inline int kh_collapse(void *p, size_t len)
+static inline int kh_collapse_each(void *p, size_t len,
+				   int (*before)(void *arg), void *arg)
 {
 	int ret, tries = 1;
 
-	while ((ret = madvise(p, len, MADV_COLLAPSE)) && errno == EAGAIN &&
-	       tries < KH_COLLAPSE_TRIES) {
+	for (;;) {
+		if (before && before(arg))
+			return -1;
+		ret = madvise(p, len, MADV_COLLAPSE);
+		if (!ret || errno != EAGAIN || tries == KH_COLLAPSE_TRIES)
+			return ret;
 		fprintf(stderr, "# @@RETRY MADV_COLLAPSE at %p: EAGAIN, try %d of %d\n",
 			p, ++tries, KH_COLLAPSE_TRIES);
 		usleep(100000 * (tries - 1));
 	}
-	return ret;
+}
+
+static inline int kh_collapse(void *p, size_t len)
+{
+	return kh_collapse_each(p, len, NULL, NULL);
 }
 
 /* Test data: byte @i of a range, different from page to page and per @salt. */

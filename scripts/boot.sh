@@ -52,7 +52,6 @@ for arch in $ARCHES; do
 	T2=$(date +%s)
 	ln -sf "$(basename "$LOG")" "$LOGS/$MODE-$arch-latest.log"
 	say "$arch: build+checks $((T1 - T0))s, guest $((T2 - T1))s; console log: $LOG"
-	echo "@@TIMES arch=$arch build=$((T1 - T0)) guest=$((T2 - T1))" >> "$LOG"
 	LOGPAIRS+=("$arch=$LOG")
 done
 

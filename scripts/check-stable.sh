@@ -21,7 +21,7 @@ fi
 
 # Only the upstream files the series touches are unpacked.
 mapfile -t FILES < <(sed -n 's|^--- a/||p' "$TOP"/patches/0*.patch | sort -u)
-mapfile -t SERIES < <(grep -v '^\s*\(#\|$\)' "$TOP/patches/series")
+mapfile -t SERIES < <(series "$TOP/patches")
 
 ok=0 bad=0
 for v in "${VERSIONS[@]}"; do

@@ -42,5 +42,8 @@ tree_version() {
 		END { printf "%s.%s.%s", v, p, s }' "$SRC/Makefile"
 }
 
+# The patches of a series file's directory, in order.
+series() { grep -v '^\s*\(#\|$\)' "$1/series"; }
+
 say() { printf '[%s] %s\n' "${STEP:-khugepaged-rs}" "$*"; }
 die() { printf '[%s] error: %s\n' "${STEP:-khugepaged-rs}" "$*" >&2; exit 1; }

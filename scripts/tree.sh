@@ -20,8 +20,6 @@ fi
 grep -q '^VERSION = 6$' "$SRC/Makefile" && grep -q '^PATCHLEVEL = 12$' "$SRC/Makefile" ||
 	die "$SRC is not a 6.12 tree"
 
-series() { grep -v '^\s*\(#\|$\)' "$1/series"; }
-
 # Same series already applied?  Nothing to do.
 if ! { [ -d "$APPLIED" ] && diff -qr "$TOP/patches" "$APPLIED" >/dev/null; }; then
 	if [ -d "$APPLIED" ]; then

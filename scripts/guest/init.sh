@@ -36,7 +36,7 @@ to_kmsg() {
 # Writes one line to the kernel log at once, not through a pipe: a marker
 # reaches the console before whatever the kernel prints after it.
 kmsg() {
-	if [ -w /dev/kmsg ]; then printf '<6>%s\n' "$*" > /dev/kmsg; else echo "$*"; fi
+	printf '%s\n' "$*" | to_kmsg
 }
 
 main() {

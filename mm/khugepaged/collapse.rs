@@ -225,11 +225,10 @@ pub(crate) fn collapse_pte_mapped_thp(
         return SCAN_FAIL;
     };
     // The PTE lock alone, unless it is held nested in the PMD lock.
-    let ptl = both.is_none().then(|| map.lock());
-    let lock: &dyn PtlHeld = match (&both, &ptl) {
-        (Some(both), _) => both,
-        (None, Some(ptl)) => ptl,
-        (None, None) => return SCAN_FAIL,
+    let mut ptl = None;
+    let lock: &dyn PtlHeld = match &both {
+        Some(both) => both,
+        None => ptl.insert(map.lock()),
     };
 
     // Step 2: clear the page table and adjust the rmap.

@@ -52,7 +52,8 @@
 //!   returns a [`PmdPteLock`] that releases the PTE lock before the PMD lock,
 //!   and does not take the PTE lock again when it is the PMD lock itself.
 //! - A PTE is only cleared with a proof ([`PtlHeld`], a sealed trait that
-//!   only the PTE-lock guards implement) that its table's lock is held, and a page table is only detached under both locks
+//!   only the PTE-lock guards implement) that its table's lock is held,
+//!   and a page table is only detached under both locks
 //!   ([`PmdPteLock::collapse_flush`]); the detached table must then be freed
 //!   ([`DetachedTable::free`]) after the locks are dropped.
 //! - A table that still maps pages is only detached with proof that nothing
@@ -198,13 +199,9 @@ impl<'a> MmapLocked<'a> {
         {
             return None;
         }
-        // INVARIANT: once set, `vma->anon_vma` stays until the VMA is torn
-        // down, which cannot start while it is in the tree and the mmap lock
-        // of its mm is held, for `'_`.
-        NonNull::new(vma.raw_anon_vma()).map(|av| AnonVma {
-            av,
-            _vma: PhantomData,
-        })
+        // SAFETY: the VMA is in the tree of this mm, whose mmap lock is held
+        // for `'_`: its teardown cannot start meanwhile.
+        unsafe { vma.anon_vma_pinned() }
     }
 
     /// Finds the VMA that contains `addr`, as `vma_lookup()`.
@@ -454,12 +451,10 @@ impl<'a> WriteLockedVma<'a> {
     /// lock this VMA borrows.
     #[inline]
     pub fn anon_vma(&self) -> Option<AnonVma<'a>> {
-        // INVARIANT: as in `MmapLocked::anon_vma`; the mmap lock of the
-        // VMA's mm is held for `'a` (type invariant).
-        NonNull::new(self.vma.raw_anon_vma()).map(|av| AnonVma {
-            av,
-            _vma: PhantomData,
-        })
+        // SAFETY: the mmap write lock of the VMA's mm is held for `'a` (type
+        // invariant): no munmap() of this mm can be between detaching a VMA
+        // and tearing it down, so the VMA's teardown cannot start.
+        unsafe { self.vma.anon_vma_pinned() }
     }
 }
 
@@ -520,6 +515,22 @@ impl<'a> Vma<'a> {
     fn raw_anon_vma(&self) -> *mut bindings::anon_vma {
         // SAFETY: the VMA is valid (type invariant).
         unsafe { read_once(&(*self.as_ptr()).anon_vma) }
+    }
+
+    /// The VMA's `anon_vma`, if it has one, for as long as `'b`.
+    ///
+    /// # Safety
+    ///
+    /// The VMA's teardown must not start during `'b` (its mm's mmap lock is
+    /// held for `'b`, and the VMA is in the mm's tree or the lock is held
+    /// for writing). Once set, `vma->anon_vma` then stays.
+    #[inline]
+    unsafe fn anon_vma_pinned<'b>(&self) -> Option<AnonVma<'b>> {
+        // INVARIANT: live for `'b` (safety requirements).
+        NonNull::new(self.raw_anon_vma()).map(|av| AnonVma {
+            av,
+            _vma: PhantomData,
+        })
     }
 
     /// Returns the raw pointer to the VMA's mm.

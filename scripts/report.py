@@ -67,6 +67,9 @@ def taint_text(mask):
 
 # The console's printk timestamp, "[   12.345678] ".
 STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+# The suite markers of scripts/guest/test-jobs.sh.
+BEGIN = re.compile(r"@@BEGIN impl=(\S+) suite=(\S+)")
+DONE = re.compile(r"@@DONE impl=(\S+) suite=(\S+) rc=(\d+)(?:.* taint=(\d+),(\d+))?")
 
 
 def read_log(path):
@@ -84,13 +87,13 @@ def blocks(lines):
     None) per @@BEGIN block."""
     cur = None
     for line in lines:
-        m = re.search(r"@@BEGIN impl=(\S+) suite=(\S+)", line)
+        m = BEGIN.search(line)
         if m:
             if cur:
                 yield cur[0], cur[1], None, cur[2], None
             cur = (m.group(1), m.group(2), [])
             continue
-        m = re.search(r"@@DONE impl=(\S+) suite=(\S+) rc=(\d+)(?:.* taint=(\d+),(\d+))?", line)
+        m = DONE.search(line)
         if m and cur:
             taint = (int(m.group(4)), int(m.group(5))) if m.group(4) else None
             yield cur[0], cur[1], int(m.group(3)), cur[2], taint
@@ -255,11 +258,11 @@ def console_errors(lines):
     kernel's messages share the log, in order)."""
     out, cur = [], None
     for line in lines:
-        m = re.search(r"@@BEGIN impl=(\S+) suite=(\S+)", line)
+        m = BEGIN.search(line)
         if m:
             cur = f"{m.group(2)} [{m.group(1)}]"
             continue
-        if re.search(r"@@DONE ", line):
+        if DONE.search(line):
             cur = None
             continue
         if "@@" not in line and KERNEL_ERRORS.search(line):
@@ -367,9 +370,9 @@ def test_report(pairs):
                 f = sum(1 for v in cases.values() if v == "fail")
                 sk = [n for n, v in cases.items() if v == "skip"]
                 passed += p
-                failed += f
-                problems += [f"{arch} {suite} [{impl}]: {n} failed"
-                             for n, v in cases.items() if v == "fail"]
+                for n, v in cases.items():
+                    if v == "fail":
+                        fail(f"{arch} {suite} [{impl}]: {n} failed")
                 for n in sk:
                     if suite in OPTIONAL or f"{suite}/{n}" in OPTIONAL:
                         notes.append(f"{arch} {suite} [{impl}]: {n} skipped (optional)")

@@ -45,3 +45,16 @@ for d in mm include rust tools Documentation; do
 	[ -d "$TOP/$d" ] || continue
 	rsync -r --checksum --out-format='[tree] overlay %n' "$TOP/$d/" "$SRC/$d/" | grep -v '/$' || true
 done
+# An overlay file the project no longer has (a module split or renamed) is
+# removed from the tree, or stale code would stay in it.
+MANIFEST=$SRC/.khugepaged-rs-overlay
+for d in mm include rust tools Documentation; do
+	if [ -d "$TOP/$d" ]; then (cd "$TOP" && find "$d" -type f); fi
+done | sort > "$MANIFEST.new"
+if [ -f "$MANIFEST" ]; then
+	comm -23 "$MANIFEST" "$MANIFEST.new" | while read -r f; do
+		echo "[tree] overlay removed $f"
+		rm -f "$SRC/$f"
+	done
+fi
+mv "$MANIFEST.new" "$MANIFEST"

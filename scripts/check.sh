@@ -33,11 +33,11 @@ else
 	say "clippy: FAILED"; fail=1
 fi
 
-# The kernel crate's documentation, kernel::mm::guard included: broken
+# The kernel crate's documentation, kernel::mm included: broken
 # intra-doc links and the like are warnings.
 if out=$(cd "$SRC" && "${KMAKE[@]}" rustdoc 2>&1) &&
 	! grep -qE '^(warning|error)' <<<"$out"; then
-	say "rustdoc: clean ($BUILD/Documentation/output/rust/rustdoc/kernel/mm/guard/)"
+	say "rustdoc: clean ($BUILD/Documentation/output/rust/rustdoc/kernel/mm/)"
 else
 	echo "$out" | grep -A12 -E '^(warning|error)' >&2 || echo "$out" >&2
 	say "rustdoc: FAILED"; fail=1

@@ -38,7 +38,7 @@ TEST_SUITES = {
 OPTIONAL = {}
 # Suites with one result per boot, shown in both columns and counted once:
 # the tester runs both implementations itself (impl=both); the kernel
-# crate's doctests (KUnit, kernel::mm::guard among them) run at boot.
+# crate's doctests (KUnit, kernel::mm's among them) run at boot.
 DIFFERENTIAL = {"tester", "kunit-doctests"}
 IMPLS = ("c", "rust")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")

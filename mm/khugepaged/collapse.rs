@@ -20,10 +20,11 @@
 
 use kernel::bindings;
 use kernel::ffi::{c_long, c_ulong};
-use kernel::mm::guard::{
-    LockedFolio, MmapLocked, MmuNotifierRange, Pmd, PmdKind, PtlHeld, Vma, HPAGE_PMD_NR,
-    HPAGE_PMD_ORDER,
-};
+use kernel::mm::folio::LockedFolio;
+use kernel::mm::mmu_notifier::MmuNotifierRange;
+use kernel::mm::pgtable::{Pmd, PmdKind, PtlHeld};
+use kernel::mm::virt::Vma;
+use kernel::mm::{MmapLocked, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
 
 use crate::scan::*;
 
@@ -153,7 +154,7 @@ pub(crate) fn collapse_pte_mapped_thp(
 
     // The page cache already holds a PMD-sized folio that a fault would map
     // by PMD regardless of the sysfs THP settings: elide them here too.
-    if !vma.thp_pmd_allowed() {
+    if !vma.thp_pmd_allowed(false) {
         return SCAN_VMA_CHECK;
     }
 

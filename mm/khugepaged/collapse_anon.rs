@@ -31,17 +31,18 @@
 //! Lock order: mmap_lock (write) -> anon_vma -> pmd lock, then the PTE lock
 //! of the detached table alone, folio locks taken with trylock under it.
 //!
-//! [`DetachedPtes`]: kernel::mm::guard::DetachedPtes
+//! [`DetachedPtes`]: kernel::mm::pgtable::DetachedPtes
 
 use core::marker::PhantomPinned;
 use core::pin::{pin, Pin};
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
-use kernel::mm::guard::{
-    MmapLocked, MmapReadGuard, MmapWriteGuard, MmuNotifierRange, NewFolio, PteMap, PteMapLock, Vma,
-    HPAGE_PMD_NR,
-};
+use kernel::mm::folio::NewFolio;
+use kernel::mm::mmu_notifier::MmuNotifierRange;
+use kernel::mm::pgtable::{PteMap, PteMapLock};
+use kernel::mm::virt::Vma;
+use kernel::mm::{MmapLocked, MmapReadGuard, MmapWriteGuard, HPAGE_PMD_NR};
 use kernel::types::Opaque;
 
 use crate::collapse::find_pte_table;
@@ -591,7 +592,7 @@ fn collapse_locked(
                 // SAFETY: every entry was cleared by copy_succeeded(),
                 // `new` holds the range's data, and the VMA is anonymous
                 // with an anon_vma (revalidate()).
-                unsafe { detached.install_anon_huge(new) };
+                unsafe { detached.map_anon_folio_pmd(new) };
                 SCAN_SUCCEED
             }
             new => {

@@ -26,7 +26,9 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     ffi::{c_int, c_long, c_uint, c_ulong},
-    mm::guard::{Mapping, MmapLocked, SpinlockHandoff},
+    mm::rmap::Mapping,
+    mm::MmapLocked,
+    sync::handoff::SpinlockHandoff,
 };
 
 /// Rust `collapse_pte_mapped_thp()`: same contract and results as the C

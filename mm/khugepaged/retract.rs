@@ -22,7 +22,8 @@
 
 use kernel::bindings;
 use kernel::ffi::{c_long, c_ulong};
-use kernel::mm::guard::{Mapping, MmuNotifierRange};
+use kernel::mm::mmu_notifier::MmuNotifierRange;
+use kernel::mm::rmap::Mapping;
 
 use crate::collapse::find_pmd_or_thp_or_none;
 use crate::scan::SCAN_SUCCEED;
@@ -50,7 +51,8 @@ pub(crate) fn retract_page_tables(mapping: &Mapping<'_>, pgoff: c_ulong) -> c_lo
             _ => continue,
         };
 
-        if vma.mm_exiting() {
+        // hpage_collapse_test_exit(): the mm is exiting.
+        if vma.mm_users() == 0 {
             continue;
         }
         // A uffd-wp registered VMA may have PTE markers in the table: keep

@@ -16,7 +16,8 @@
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
-use kernel::mm::guard::{RcuReadGuard, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+use kernel::mm::{HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+use kernel::sync::rcu;
 
 use crate::scan::*;
 
@@ -30,7 +31,7 @@ use crate::scan::*;
 /// [`XaWalk::next`] or [`XaWalk::pause_resched`], or the walk's end.
 struct XaWalk {
     xas: bindings::xa_state,
-    rcu: RcuReadGuard,
+    rcu: rcu::Guard,
 }
 
 impl XaWalk {
@@ -52,7 +53,7 @@ impl XaWalk {
         // INVARIANT: as the safety requirements.
         Self {
             xas,
-            rcu: RcuReadGuard::new(),
+            rcu: rcu::read_lock(),
         }
     }
 

@@ -15,12 +15,13 @@
 //! shared ones, and (for khugepaged) enough young PTEs. Success hands over
 //! to `collapse_huge_page()`, which returns with the mmap lock released.
 //!
-//! [`PteMapLock`]: kernel::mm::guard::PteMapLock
+//! [`PteMapLock`]: kernel::mm::pgtable::PteMapLock
 
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
-use kernel::mm::guard::{MmapLocked, Vma, HPAGE_PMD_NR};
+use kernel::mm::virt::Vma;
+use kernel::mm::{MmapLocked, HPAGE_PMD_NR};
 
 use crate::collapse::find_pte_table;
 use crate::scan::*;

@@ -30,7 +30,9 @@
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::c_ulong;
-use kernel::mm::guard::{MmapReadGuard, SpinlockHandoff, Vma, HPAGE_PMD_NR};
+use kernel::mm::virt::Vma;
+use kernel::mm::{MmapReadGuard, HPAGE_PMD_NR};
+use kernel::sync::handoff::SpinlockHandoff;
 
 use crate::scan::*;
 
@@ -127,7 +129,7 @@ fn walk_mm(
                 done: false,
             };
         }
-        if !vma.thp_pmd_allowed_by_sysfs() {
+        if !vma.thp_pmd_allowed(true) {
             progress += 1;
             continue;
         }

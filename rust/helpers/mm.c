@@ -402,11 +402,6 @@ unsigned long rust_helper_pte_pfn(pte_t pte)
 	return pte_pfn(pte);
 }
 
-int rust_helper_is_zero_pfn(unsigned long pfn)
-{
-	return is_zero_pfn(pfn);
-}
-
 int rust_helper_is_swap_pte(pte_t pte)
 {
 	return is_swap_pte(pte);
@@ -527,25 +522,25 @@ void rust_helper_rcu_read_unlock(void)
 	rcu_read_unlock();
 }
 
-/* The anonymous collapse (mm/khugepaged/collapse_anon.rs) */
+/* Detached PTE tables and new anonymous huge PMDs (kernel::mm::pgtable) */
 
 void rust_helper_vma_start_write(struct vm_area_struct *vma)
 {
 	vma_start_write(vma);
 }
 
-void rust_helper_khugepaged_pmd_populate(struct mm_struct *mm, pmd_t *pmd,
-					 pgtable_t pgtable)
+void rust_helper_pmd_populate(struct mm_struct *mm, pmd_t *pmd,
+			      pgtable_t pgtable)
 {
 	pmd_populate(mm, pmd, pgtable);
 }
 
 /*
- * The huge PMD that collapse_huge_page() installs for @page in @vma: dirty,
- * and writable if the VMA is (maybe_pmd_mkwrite(), in mm/internal.h).
+ * The huge PMD entry for a new anonymous THP at @page in @vma: dirty, and
+ * writable if the VMA is (maybe_pmd_mkwrite(), in mm/internal.h).
  */
-pmd_t rust_helper_khugepaged_mk_huge_pmd(struct page *page,
-					 struct vm_area_struct *vma)
+pmd_t rust_helper_mk_huge_pmd_dirty(struct page *page,
+				    struct vm_area_struct *vma)
 {
 	pmd_t entry = pmd_mkdirty(mk_huge_pmd(page, vma->vm_page_prot));
 
@@ -554,9 +549,9 @@ pmd_t rust_helper_khugepaged_mk_huge_pmd(struct page *page,
 	return entry;
 }
 
-void rust_helper_khugepaged_add_new_anon_rmap(struct folio *folio,
-					      struct vm_area_struct *vma,
-					      unsigned long address)
+void rust_helper_folio_add_new_anon_rmap_exclusive(struct folio *folio,
+						   struct vm_area_struct *vma,
+						   unsigned long address)
 {
 	folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE);
 }

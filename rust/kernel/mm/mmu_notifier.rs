@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! mmu_notifier invalidations of a PMD range.
+//!
+//! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h).
+//! See the [lock order](crate::mm#lock-order).
+
+use crate::mm::pgtable::Pmd;
+use crate::mm::HPAGE_PMD_SIZE;
+use crate::{bindings, ffi::c_ulong};
+
+/// An mmu_notifier range, set up for `MMU_NOTIFY_CLEAR` of a PMD range.
+///
+/// It stays in place while an invalidation is in progress: the
+/// [`MmuInvalidation`] guard borrows it.
+pub struct MmuNotifierRange {
+    range: bindings::mmu_notifier_range,
+    // The C struct has no `mm` without `CONFIG_MMU_NOTIFIER`.
+    mm: *mut bindings::mm_struct,
+}
+
+impl MmuNotifierRange {
+    /// `mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, mm, haddr, haddr +
+    /// HPAGE_PMD_SIZE)` for the range of `pmd`.
+    #[inline]
+    pub fn pmd_clear(pmd: &Pmd<'_>) -> Self {
+        let mut this = Self {
+            range: Default::default(),
+            mm: pmd.vma.mm(),
+        };
+        // SAFETY: `range` is ours to initialise; the mm is live.
+        unsafe {
+            bindings::mmu_notifier_range_init(
+                &mut this.range,
+                bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR,
+                0,
+                this.mm,
+                pmd.haddr,
+                pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+            )
+        };
+        this
+    }
+
+    /// `mmu_notifier_invalidate_range_start()`; the guard ends it. Call it
+    /// with no spinlock held: the notifiers may sleep.
+    #[inline]
+    pub fn start(&mut self) -> MmuInvalidation<'_> {
+        // SAFETY: the range is initialised.
+        unsafe { bindings::mmu_notifier_invalidate_range_start(&mut self.range) };
+        // INVARIANT: started just now.
+        MmuInvalidation { range: self }
+    }
+}
+
+/// An mmu_notifier invalidation in progress.
+///
+/// # Invariants
+///
+/// `mmu_notifier_invalidate_range_start()` was called on `range` and the
+/// matching end has not been.
+#[must_use = "the invalidation ends when the guard is dropped"]
+pub struct MmuInvalidation<'a> {
+    range: &'a mut MmuNotifierRange,
+}
+
+impl MmuInvalidation<'_> {
+    /// Whether the invalidation covers the whole range of `pmd`.
+    #[inline]
+    pub fn covers(&self, pmd: &Pmd<'_>) -> bool {
+        let r = &*self.range;
+        r.mm == pmd.vma.mm()
+            && r.range.start <= pmd.haddr
+            && r.range.end >= pmd.haddr + HPAGE_PMD_SIZE as c_ulong
+    }
+}
+
+impl Drop for MmuInvalidation<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: started and not yet ended (type invariant).
+        unsafe { bindings::mmu_notifier_invalidate_range_end(&mut self.range.range) };
+    }
+}

@@ -1,0 +1,844 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Page tables below a VMA: the PMD entry ([`Pmd`]), its lock, PTE tables
+//! mapped with or without their lock, the PTE lock nested in the PMD lock,
+//! and tables detached from their PMD entry.
+//!
+//! C header: [`include/linux/pgtable.h`](srctree/include/linux/pgtable.h).
+//! See the [lock order](crate::mm#lock-order).
+
+use crate::mm::folio::NewFolio;
+use crate::mm::mmu_notifier::MmuInvalidation;
+use crate::mm::read_once;
+use crate::mm::rmap::AnonVmaWriteGuard;
+use crate::mm::virt::{Vma, WriteLockedVma};
+use crate::mm::HPAGE_PMD_NR;
+use crate::{
+    bindings,
+    ffi::{c_int, c_ulong},
+};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// What a PMD entry holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PmdKind {
+    /// `pmd_none()`.
+    None,
+    /// Not present (a migration entry).
+    NotPresent,
+    /// A huge mapping (`pmd_trans_huge()`).
+    Huge,
+    /// `pmd_devmap()` or `pmd_bad()`.
+    Bad,
+    /// A PTE table.
+    Table,
+}
+
+impl PmdKind {
+    /// Classifies the entry value `pmde`.
+    #[inline]
+    pub fn of(pmde: bindings::pmd_t) -> Self {
+        // SAFETY: these only look at the value.
+        unsafe {
+            if bindings::pmd_none(pmde) != 0 {
+                PmdKind::None
+            } else if bindings::pmd_present(pmde) == 0 {
+                PmdKind::NotPresent
+            } else if bindings::pmd_trans_huge(pmde) != 0 {
+                PmdKind::Huge
+            } else if bindings::pmd_devmap(pmde) != 0 || bindings::pmd_bad(pmde) != 0 {
+                PmdKind::Bad
+            } else {
+                PmdKind::Table
+            }
+        }
+    }
+}
+
+/// A PMD entry of a [`Vma`], for a PMD-aligned range inside it.
+///
+/// # Invariants
+///
+/// `pmd` points to the PMD entry that maps `haddr` in `vma`'s mm, which
+/// stays in place for `'a`; `haddr` is PMD-aligned and `[haddr, haddr +
+/// HPAGE_PMD_SIZE)` lies in `vma`.
+///
+/// # Examples
+///
+/// [`Pmd::lock`] holds the PMD lock until dropped; [`PmdLock::nest_table_lock`]
+/// adds the PTE table's lock unless it is the PMD lock itself (no split
+/// PTE locks), and releases both.
+///
+/// ```
+/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::pgtable::{PmdKind, PtlHeld}};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// // Only PMD-aligned ranges inside the VMA have a `Pmd`.
+/// assert!(vma.find_pmd((ADDR + 4096) as _).is_none());
+/// assert!(vma.find_pmd((ADDR + HPAGE_PMD_SIZE) as _).is_none());
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// assert_eq!(PmdKind::of(pmd.get_lockless()), PmdKind::Table);
+///
+/// let pml = pmd.lock();
+/// let pml_ptr = pml.raw_lock();
+/// // SAFETY: the lock lives in the mm or its page tables, which outlive
+/// // `pmd`.
+/// let locked = |l| unsafe {
+///     // Taken by someone (this guard): a trylock fails without waiting.
+///     let free = bindings::spin_trylock(l) != 0;
+///     if free {
+///         bindings::spin_unlock(l);
+///     }
+///     !free
+/// };
+/// assert!(locked(pml_ptr));
+/// let both = pml.nest_table_lock().ok_or(EINVAL)?;
+/// let ptl_ptr = both.held_ptl();
+/// assert_eq!(both.raw_pml(), pml_ptr);
+/// assert_eq!(both.nested(), ptl_ptr != pml_ptr);
+/// assert!(locked(pml_ptr) && locked(ptl_ptr));
+/// drop(both);
+/// assert!(!locked(pml_ptr) && !locked(ptl_ptr));
+/// # Ok::<(), Error>(())
+/// ```
+pub struct Pmd<'a> {
+    pub(super) pmd: NonNull<bindings::pmd_t>,
+    pub(super) vma: Vma<'a>,
+    pub(super) haddr: c_ulong,
+}
+
+impl<'a> Pmd<'a> {
+    /// The PMD-aligned address the entry maps.
+    #[inline]
+    pub fn haddr(&self) -> c_ulong {
+        self.haddr
+    }
+
+    /// The VMA the entry was found for.
+    #[inline]
+    pub fn vma(&self) -> Vma<'a> {
+        self.vma
+    }
+
+    /// Returns the raw entry pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::pmd_t {
+        self.pmd.as_ptr()
+    }
+
+    /// `pmdp_get_lockless()`: the entry, read without its lock.
+    #[inline]
+    pub fn get_lockless(&self) -> bindings::pmd_t {
+        // SAFETY: the entry is valid (type invariant).
+        unsafe { bindings::pmdp_get_lockless(self.as_ptr()) }
+    }
+
+    /// Takes the entry's lock (`pmd_lock()`).
+    #[inline]
+    pub fn lock(&self) -> PmdLock<'_> {
+        // SAFETY: the entry is one of the mm's, and stays (type invariant).
+        let pml = unsafe { bindings::pmd_lock(self.vma.mm(), self.as_ptr()) };
+        // INVARIANT: pmd_lock() returns the lock it took, never NULL.
+        PmdLock {
+            // SAFETY: pmd_lock() never returns NULL.
+            pml: unsafe { NonNull::new_unchecked(pml) },
+            pmd: self,
+        }
+    }
+
+    /// Maps and locks the PTE table under the entry
+    /// (`pte_offset_map_lock()`); `None` if there is no table (any more).
+    #[inline]
+    pub fn map_lock(&self) -> Option<PteMapLock<'_>> {
+        // SAFETY: the entry is the mm's for `haddr` (type invariant).
+        unsafe { PteMapLock::new(self, self.as_ptr()) }
+    }
+
+    /// Maps the PTE table under the entry without taking its lock
+    /// (`pte_offset_map_nolock()`); `None` if there is no table.
+    #[inline]
+    pub fn map_nolock(&self) -> Option<PteMap<'_>> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: as in `map_lock`.
+        let ptes = unsafe {
+            bindings::pte_offset_map_nolock(self.vma.mm(), self.as_ptr(), self.haddr, &mut ptl)
+        };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` is its lock.
+        Some(PteMap {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            pmd: self,
+        })
+    }
+}
+
+mod private {
+    /// Seals [`super::PtlHeld`]: only the guards of this module implement it.
+    pub trait Sealed {}
+}
+
+/// Proof that a PTE table's lock is held: implemented by the guards that
+/// hold one ([`PteMapLock`], [`PteLock`], [`PmdPteLock`]) and by nothing
+/// else. The trait is sealed, so that code outside this module cannot
+/// make up a proof and clear PTEs ([`PteMap::clear`]) without the lock.
+pub trait PtlHeld: private::Sealed {
+    /// The PTE lock that is held, for as long as `self` is borrowed.
+    fn held_ptl(&self) -> *mut bindings::spinlock_t;
+}
+
+/// `ptep_get()` of entry `i` of a PMD range's PTEs, or `None` past it.
+///
+/// # Safety
+///
+/// `ptes` must point to [`HPAGE_PMD_NR`] mapped PTEs.
+#[inline]
+unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings::pte_t> {
+    if i >= HPAGE_PMD_NR {
+        return None;
+    }
+    // x86 uses the generic ptep_get(), READ_ONCE(*ptep): a volatile read
+    // saves an out-of-line call per PTE. Elsewhere (arm64's contpte, ...)
+    // the arch's ptep_get() is called.
+    #[cfg(CONFIG_X86)]
+    // SAFETY: `i` is within the mapped entries (safety requirements), which
+    // are aligned `pte_t`s.
+    return Some(unsafe { read_once(ptes.as_ptr().add(i)) });
+    #[cfg(not(CONFIG_X86))]
+    // SAFETY: `i` is within the mapped entries (safety requirements).
+    return Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) });
+}
+
+/// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock
+/// held.
+///
+/// # Invariants
+///
+/// `ptes` points to the first of [`HPAGE_PMD_NR`] entries of a mapped PTE
+/// table (within an RCU read-side section started by the map), and `ptl`
+/// is that table's lock, held by this guard.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::{HPAGE_PMD_NR, HPAGE_PMD_SIZE}, mm::kunit::KthreadMm, mm::pgtable::PtlHeld};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR + 4096, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// // SAFETY: the lock lives in the mm or its page tables, which outlive
+/// // `pmd`.
+/// let locked = |l| unsafe {
+///     // Taken by someone (this guard): a trylock fails without waiting.
+///     let free = bindings::spin_trylock(l) != 0;
+///     if free {
+///         bindings::spin_unlock(l);
+///     }
+///     !free
+/// };
+///
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// let ptl = ptes.raw_ptl();
+/// assert!(locked(ptl));
+/// // SAFETY: these only look at the values.
+/// unsafe {
+///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
+///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
+/// }
+/// assert!(ptes.get(HPAGE_PMD_NR).is_none());
+/// drop(ptes);
+/// assert!(!locked(ptl));
+///
+/// // Mapped without the lock, then locked alone; a PTE is only cleared
+/// // with a proof that this table's lock is held.
+/// let map = pmd.map_nolock().ok_or(EINVAL)?;
+/// assert!(!locked(ptl));
+/// let held = map.lock();
+/// assert_eq!(held.held_ptl(), ptl);
+/// assert!(locked(ptl));
+/// assert!(!map.clear(&held, HPAGE_PMD_NR));
+/// drop(held);
+/// assert!(!locked(ptl));
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "the table is unlocked and unmapped when the guard is dropped"]
+pub struct PteMapLock<'p> {
+    pub(super) ptes: NonNull<bindings::pte_t>,
+    pub(super) ptl: NonNull<bindings::spinlock_t>,
+    pub(super) pmd: &'p Pmd<'p>,
+}
+
+impl<'p> PteMapLock<'p> {
+    /// `pte_offset_map_lock()` of the table that `entry` points to, for the
+    /// range of `pmd`; `None` if it does not point to one.
+    ///
+    /// # Safety
+    ///
+    /// `entry` must be `pmd`'s entry, or a saved value of it pointing to a
+    /// table that is not freed while the result lives.
+    #[inline]
+    unsafe fn new(pmd: &'p Pmd<'p>, entry: *mut bindings::pmd_t) -> Option<Self> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: by the function's safety requirements.
+        let ptes =
+            unsafe { bindings::__pte_offset_map_lock(pmd.vma.mm(), entry, pmd.haddr, &mut ptl) };
+        let ptes = NonNull::new(ptes)?;
+        // INVARIANT: on success the table is mapped and `ptl` locked.
+        Some(PteMapLock {
+            ptes,
+            // SAFETY: `ptl` is set whenever a table was mapped.
+            ptl: unsafe { NonNull::new_unchecked(ptl) },
+            pmd,
+        })
+    }
+
+    /// Releases the lock and keeps the table mapped (`spin_unlock()`
+    /// without `pte_unmap()`), for work that takes the lock only around
+    /// the entries it changes.
+    #[inline]
+    pub fn unlock(self) -> PteMap<'p> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: held by this guard (type invariant), which is not dropped.
+        unsafe { bindings::spin_unlock(this.ptl.as_ptr()) };
+        // INVARIANT: still mapped; `ptl` is the table's lock.
+        PteMap {
+            ptes: this.ptes,
+            ptl: this.ptl,
+            pmd: this.pmd,
+        }
+    }
+
+    /// Reads entry `i`, or `None` past the PMD range.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
+    }
+
+    /// Returns the held lock, for assertions.
+    #[inline]
+    pub fn raw_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl private::Sealed for PteMapLock<'_> {}
+
+impl PtlHeld for PteMapLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PteMapLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: mapped and locked by this guard (type invariant), released
+        // in pte_unmap_unlock() order.
+        unsafe {
+            bindings::spin_unlock(self.ptl.as_ptr());
+            bindings::pte_unmap(self.ptes.as_ptr());
+        }
+    }
+}
+
+/// A PTE table mapped with `pte_offset_map_nolock()`: mapped, lock not
+/// taken. The lock is taken through [`PteMap::lock`] or
+/// [`PmdLock::nest_table_lock`].
+///
+/// # Invariants
+///
+/// `ptes` points to the first of [`HPAGE_PMD_NR`] entries of a mapped PTE
+/// table (within an RCU read-side section started by the map) under
+/// `pmd`, and `ptl` is that table's lock.
+#[must_use = "the table is unmapped when the guard is dropped"]
+pub struct PteMap<'p> {
+    pub(super) ptes: NonNull<bindings::pte_t>,
+    pub(super) ptl: NonNull<bindings::spinlock_t>,
+    pub(super) pmd: &'p Pmd<'p>,
+}
+
+impl<'p> PteMap<'p> {
+    /// Takes the table's lock on its own (no PMD lock held). The guard
+    /// borrows the mapping: the lock lives in the table, which only the
+    /// mapping keeps from being freed.
+    #[inline]
+    pub fn lock(&self) -> PteLock<'_> {
+        // SAFETY: `ptl` is the lock of a live table (type invariant).
+        unsafe { bindings::spin_lock(self.ptl.as_ptr()) };
+        // INVARIANT: just locked.
+        PteLock {
+            ptl: self.ptl,
+            _pmd: PhantomData,
+        }
+    }
+
+    /// Reads entry `i`, or `None` past the PMD range.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+        // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
+        unsafe { read_pte(self.ptes, i) }
+    }
+
+    /// Clears entry `i` with `ptep_clear()`; the TLB flush is left to the
+    /// caller. Returns `false` (and does nothing) if `held` does not hold
+    /// this table's lock or `i` is out of range.
+    #[inline]
+    pub fn clear(&self, held: &(impl PtlHeld + ?Sized), i: usize) -> bool {
+        if held.held_ptl() != self.ptl.as_ptr() || i >= HPAGE_PMD_NR {
+            return false;
+        }
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: `i` is within the mapped entries and the table's lock is
+        // held, so the entry cannot change under us.
+        unsafe {
+            bindings::ptep_clear(self.pmd.vma.mm(), addr, self.ptes.as_ptr().add(i));
+        }
+        true
+    }
+}
+
+impl Drop for PteMap<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: mapped by this guard (type invariant).
+        unsafe { bindings::pte_unmap(self.ptes.as_ptr()) };
+    }
+}
+
+/// A held PTE lock, taken alone (without the PMD lock).
+///
+/// # Invariants
+///
+/// `ptl` is a PTE table lock held by this guard.
+#[must_use = "the PTE lock is released when the guard is dropped"]
+pub struct PteLock<'p> {
+    pub(super) ptl: NonNull<bindings::spinlock_t>,
+    pub(super) _pmd: PhantomData<&'p ()>,
+}
+
+impl private::Sealed for PteLock<'_> {}
+
+impl PtlHeld for PteLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PteLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held by this guard (type invariant).
+        unsafe { bindings::spin_unlock(self.ptl.as_ptr()) };
+    }
+}
+
+/// A held PMD lock (`pmd_lock()`): the mm's `page_table_lock`, or the split
+/// lock of the PMD table.
+///
+/// # Invariants
+///
+/// `pml` is the lock `pmd_lock()` returned for `pmd`, held by this guard.
+#[must_use = "the PMD lock is released when the guard is dropped"]
+pub struct PmdLock<'p> {
+    pub(super) pml: NonNull<bindings::spinlock_t>,
+    pub(super) pmd: &'p Pmd<'p>,
+}
+
+impl<'p> PmdLock<'p> {
+    /// Returns the held lock, for assertions.
+    #[inline]
+    pub fn raw_lock(&self) -> *mut bindings::spinlock_t {
+        self.pml.as_ptr()
+    }
+
+    /// Takes the lock of the PTE table this entry points to
+    /// (`pte_lockptr()`) nested inside the PMD lock, unless it is the same
+    /// lock (`SINGLE_DEPTH_NESTING` only when ptl != pml), and returns a
+    /// guard holding both that releases the PTE lock first.
+    ///
+    /// Returns `None`, releasing the PMD lock, if the entry does not point
+    /// to a PTE table.
+    #[inline]
+    pub fn nest_table_lock(self) -> Option<PmdPteLock<'p>> {
+        // SAFETY: the entry is valid, and stable while its lock is held.
+        let pmde = unsafe { read_once(self.pmd.as_ptr()) };
+        if PmdKind::of(pmde) != PmdKind::Table {
+            return None;
+        }
+        // SAFETY: the entry points to a PTE table, which cannot be freed
+        // while the PMD lock is held.
+        let ptl = unsafe { bindings::pte_lockptr(self.pmd.vma.mm(), self.pmd.as_ptr()) };
+        // SAFETY: pte_lockptr() never returns NULL.
+        let ptl = unsafe { NonNull::new_unchecked(ptl) };
+        let nested = if ptl == self.pml {
+            None
+        } else {
+            // SAFETY: `ptl` is the live table's lock, taken inside the PMD
+            // lock as the lock order requires.
+            unsafe {
+                bindings::spin_lock_nested(ptl.as_ptr(), bindings::SINGLE_DEPTH_NESTING as c_int)
+            };
+            Some(ptl)
+        };
+        // INVARIANT: `nested` is held if it is `Some`; otherwise `ptl` is
+        // the PMD lock itself, held by `self`.
+        Some(PmdPteLock {
+            nested,
+            ptl,
+            pml: self,
+        })
+    }
+}
+
+impl<'p> PmdLock<'p> {
+    /// Detaches the PTE table, PTEs and all, for a copy into a huge page:
+    /// `pmdp_collapse_flush()` of the entry, which flushes the TLB for its
+    /// range (GUP-fast backs off when it sees the entry change). The table
+    /// goes back with the returned [`DetachedPtes`]' drop, or is replaced
+    /// by a huge PMD with [`DetachedPtes::map_anon_folio_pmd`].
+    ///
+    /// Nothing else can walk into the table meanwhile: page faults and
+    /// mmap-lock walkers are excluded by `vma`'s write locks, rmap walks of
+    /// its anonymous pages by the anon_vma lock `av` (and afterwards by the
+    /// folio locks the caller takes), secondary MMUs by the mmu_notifier
+    /// invalidation `inv` of the range, and GUP-fast by the flush and the
+    /// synchronisation of [`DetachedPtes::map_lock`].
+    ///
+    /// Returns `None`, detaching nothing, if `vma` is not the entry's VMA
+    /// or not an anonymous one (a file VMA's pages are reached through the
+    /// page cache's rmap, which the anon_vma lock does not exclude), `av`
+    /// does not lock its anon_vma, `inv` does not cover its range, or the
+    /// entry is not a PTE table.
+    #[inline]
+    pub fn detach_populated(
+        &self,
+        vma: &WriteLockedVma<'p>,
+        av: &AnonVmaWriteGuard<'_>,
+        inv: &MmuInvalidation<'_>,
+    ) -> Option<DetachedPtes<'p>> {
+        let pmd = self.pmd;
+        if vma.as_ptr() != pmd.vma.as_ptr()
+            || !vma.is_anonymous()
+            || !av.locks_anon_vma_of(vma)
+            || !inv.covers(pmd)
+        {
+            return None;
+        }
+        // SAFETY: the entry is valid, and stable while its lock is held.
+        if PmdKind::of(unsafe { read_once(pmd.as_ptr()) }) != PmdKind::Table {
+            return None;
+        }
+        // SAFETY: the PMD lock is held (type invariant) and the VMA maps the
+        // entry's range (`Pmd` invariant).
+        let pmdval =
+            unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
+        // INVARIANT: detached just now, with the VMA write-locked for 'p.
+        Some(DetachedPtes {
+            pmdval,
+            pmd,
+            synced: core::cell::Cell::new(false),
+        })
+    }
+}
+
+impl Drop for PmdLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held by this guard (type invariant).
+        unsafe { bindings::spin_unlock(self.pml.as_ptr()) };
+    }
+}
+
+/// The PMD lock and, nested inside it, the lock of the PTE table the entry
+/// points to.
+///
+/// # Invariants
+///
+/// `pml` holds the PMD lock and the entry points to a PTE table whose lock
+/// is `ptl`; `ptl` is held by this guard through `nested` when it differs
+/// from the PMD lock.
+#[must_use = "both locks are released when the guard is dropped"]
+pub struct PmdPteLock<'p> {
+    pub(super) nested: Option<NonNull<bindings::spinlock_t>>,
+    pub(super) ptl: NonNull<bindings::spinlock_t>,
+    pub(super) pml: PmdLock<'p>,
+}
+
+impl<'p> PmdPteLock<'p> {
+    /// Whether the PTE lock was taken on its own, as opposed to being the
+    /// PMD lock.
+    #[inline]
+    pub fn nested(&self) -> bool {
+        self.nested.is_some()
+    }
+
+    /// Returns the PMD lock, for assertions.
+    #[inline]
+    pub fn raw_pml(&self) -> *mut bindings::spinlock_t {
+        self.pml.raw_lock()
+    }
+
+    /// Detaches the PTE table: `pmdp_collapse_flush()` of the entry, which
+    /// also flushes the TLB for its range, then `pmdp_get_lockless_sync()`.
+    /// The table must be freed with [`DetachedTable::free`] once the locks
+    /// (and any mmu_notifier invalidation) are released.
+    ///
+    /// # Safety
+    ///
+    /// No present PTE may be left in the table: each was cleared under this
+    /// table's lock with its rmap and references dropped, or the caller
+    /// knows that none can exist (a held lock on the only folio that may be
+    /// mapped there, with no anon_vma or uffd-wp on the VMA).
+    #[inline]
+    pub unsafe fn collapse_flush(&self) -> DetachedTable<'p> {
+        let pmd = self.pml.pmd;
+        // SAFETY: both locks are held (type invariant), the VMA maps the
+        // entry's range (`Pmd` invariant); the rest is the caller's promise.
+        let pgt_pmd =
+            unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
+        // SAFETY: no requirement beyond holding the PMD lock.
+        unsafe { bindings::pmdp_get_lockless_sync() };
+        // INVARIANT: detached just now, not freed.
+        DetachedTable {
+            pgt_pmd,
+            mm: pmd.vma.mm(),
+            haddr: pmd.haddr,
+            _pmd: PhantomData,
+        }
+    }
+}
+
+impl private::Sealed for PmdPteLock<'_> {}
+
+impl PtlHeld for PmdPteLock<'_> {
+    #[inline]
+    fn held_ptl(&self) -> *mut bindings::spinlock_t {
+        self.ptl.as_ptr()
+    }
+}
+
+impl Drop for PmdPteLock<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(ptl) = self.nested {
+            // SAFETY: taken in `PmdLock::nest_table_lock` (type invariant).
+            unsafe { bindings::spin_unlock(ptl.as_ptr()) };
+        }
+        // `self.pml` is dropped after this, releasing the PMD lock.
+    }
+}
+
+/// A PTE table detached from its PMD entry by
+/// [`PmdPteLock::collapse_flush`], not yet freed.
+///
+/// # Invariants
+///
+/// `pgt_pmd` is the old entry of the PMD at `haddr` of `mm`, pointing to a
+/// table that is no longer reachable from the mm's page tables and has not
+/// been freed.
+#[must_use = "a detached page table leaks unless freed"]
+pub struct DetachedTable<'p> {
+    pub(super) pgt_pmd: bindings::pmd_t,
+    pub(super) mm: *mut bindings::mm_struct,
+    pub(super) haddr: c_ulong,
+    pub(super) _pmd: PhantomData<&'p ()>,
+}
+
+impl DetachedTable<'_> {
+    /// Accounts for the table and frees it after an RCU grace period
+    /// (`mm_dec_nr_ptes()`, `page_table_check_pte_clear_range()`,
+    /// `pte_free_defer()`), so that lockless walkers still see a valid
+    /// table. Call it with no spinlock held.
+    #[inline]
+    pub fn free(self) {
+        // SAFETY: the table is detached and not freed (type invariant), and
+        // the mm is live while the `Pmd` it came from is borrowed.
+        unsafe {
+            bindings::mm_dec_nr_ptes(self.mm);
+            bindings::page_table_check_pte_clear_range(self.mm, self.haddr, self.pgt_pmd);
+            bindings::pte_free_defer(self.mm, bindings::pmd_pgtable(self.pgt_pmd));
+        }
+    }
+}
+
+/// A populated PTE table detached from its PMD entry by
+/// [`PmdLock::detach_populated`], whose entry stays `pmd_none()` meanwhile.
+///
+/// Dropping it puts the table back (`pmd_populate()` under the PMD lock,
+/// which the drop takes: drop it with no PMD or PTE lock held), with every
+/// PTE it still has: the failure paths of a collapse undo the detach this
+/// way. Forgetting it leaks the table and leaves the range unmapped.
+///
+/// # Invariants
+///
+/// `pmdval` is the old value of the entry `pmd`, which points to a PTE
+/// table that is no longer reachable from the mm's page tables, and has
+/// not been freed; the VMA of `pmd` is write-locked (mmap write lock and
+/// `vma_start_write()`) for `'p`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange, mm::pgtable::PmdKind};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR + 4096, &[1])?;
+/// let mmap = mm.mmap_write();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let vma = mmap.vma_start_write(vma).ok_or(EINVAL)?;
+/// let av = vma.anon_vma().ok_or(EINVAL)?;
+/// let av = av.lock_write();
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// let mut range = MmuNotifierRange::pmd_clear(&pmd);
+/// let inv = range.start();
+/// let detached = pmd.lock().detach_populated(&vma, &av, &inv).ok_or(EINVAL)?;
+/// // Nothing to detach any more.
+/// assert!(pmd.lock().detach_populated(&vma, &av, &inv).is_none());
+/// drop(inv);
+/// // Detached: the entry is empty, the table keeps its PTEs.
+/// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::None);
+/// let ptes = detached.map_lock().ok_or(EINVAL)?;
+/// // SAFETY: these only look at the values.
+/// unsafe {
+///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
+///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
+/// }
+/// // Unlocked, still mapped.
+/// let ptes = ptes.unlock();
+/// // Dropped: the table is back, PTEs and all.
+/// drop(detached);
+/// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
+/// drop(ptes);
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// // SAFETY: only looks at the value.
+/// assert!(unsafe { bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) } != 0);
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "dropping it puts the page table back"]
+pub struct DetachedPtes<'p> {
+    pub(super) pmdval: bindings::pmd_t,
+    pub(super) pmd: &'p Pmd<'p>,
+    // Whether GUP-fast was synchronised with since the detach.
+    pub(super) synced: core::cell::Cell<bool>,
+}
+
+impl<'p> DetachedPtes<'p> {
+    /// Maps and locks the detached table (`pte_offset_map_lock()` on the
+    /// saved entry); `None` if that fails. The first call waits for
+    /// GUP-fast walkers that may still see the table
+    /// (`tlb_remove_table_sync_one()`, where page tables are freed by RCU),
+    /// so that the PTEs and page references read under the lock are
+    /// final.
+    ///
+    /// The mapping may outlive `self`: the table stays allocated while the
+    /// VMA is write-locked, whether it is put back or deposited. Its lock
+    /// must not: release it ([`PteMapLock::unlock`]) before `self` goes.
+    #[inline]
+    pub fn map_lock(&self) -> Option<PteMapLock<'p>> {
+        if !self.synced.replace(true) {
+            tlb_remove_table_sync_one();
+        }
+        let mut pmdval = self.pmdval;
+        // SAFETY: `pmdval` is a PTE table entry of this mm for `haddr`, and
+        // the table is not freed (type invariant); it is read only during
+        // the call.
+        unsafe { PteMapLock::new(self.pmd, &mut pmdval) }
+    }
+
+    /// Replaces the table by a huge PMD mapping `folio` in the VMA, which
+    /// is anonymous: under the PMD lock, `folio_add_new_anon_rmap()`
+    /// (exclusive), `folio_add_lru_vma()`, the table deposited
+    /// (`pgtable_trans_huge_deposit()`) for a later split, `set_pmd_at()` of
+    /// a dirty entry (writable if the VMA is), `update_mmu_cache_pmd()`,
+    /// and `deferred_split_folio()`. The folio is marked uptodate first,
+    /// so its contents are visible before the entry is.
+    ///
+    /// # Safety
+    ///
+    /// Every entry of the table must have been cleared (with its rmap,
+    /// reference and rss accounting done), `folio` must hold the data of
+    /// the whole PMD range, and the VMA must be anonymous with an anon_vma.
+    #[inline]
+    pub unsafe fn map_anon_folio_pmd(self, folio: NewFolio) {
+        let this = core::mem::ManuallyDrop::new(self);
+        let pmd = this.pmd;
+        let (vma, mm, haddr) = (pmd.vma.as_ptr(), pmd.vma.mm(), pmd.haddr);
+        let folio = core::mem::ManuallyDrop::new(folio);
+        // SAFETY: the folio is ours, not yet mapped; the VMA is valid.
+        let entry = unsafe {
+            bindings::__folio_mark_uptodate(folio.as_ptr());
+            bindings::mk_huge_pmd_dirty(folio.page(0), vma)
+        };
+        let _pml = pmd.lock();
+        // SAFETY: the PMD lock is held; the table is detached and empty and
+        // the VMA an anonymous one (safety requirements), write-locked (type
+        // invariant), and the folio's reference becomes the mapping's.
+        unsafe {
+            if bindings::pmd_none(read_once(pmd.as_ptr())) == 0 {
+                bindings::BUG();
+            }
+            bindings::folio_add_new_anon_rmap_exclusive(folio.as_ptr(), vma, haddr);
+            bindings::folio_add_lru_vma(folio.as_ptr(), vma);
+            bindings::pgtable_trans_huge_deposit(
+                mm,
+                pmd.as_ptr(),
+                bindings::pmd_pgtable(this.pmdval),
+            );
+            bindings::set_pmd_at(mm, haddr, pmd.as_ptr(), entry);
+            bindings::update_mmu_cache_pmd(vma, haddr, pmd.as_ptr());
+            bindings::deferred_split_folio(folio.as_ptr(), false);
+        }
+    }
+}
+
+impl Drop for DetachedPtes<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let _pml = self.pmd.lock();
+        // SAFETY: the PMD lock is held; the entry stayed none while the
+        // table was detached (type invariant: the VMA is write-locked), and
+        // the table is put back as it was. `set_pmd_at()` is for huge
+        // entries only: a table goes back with `pmd_populate()`.
+        unsafe {
+            if bindings::pmd_none(read_once(self.pmd.as_ptr())) == 0 {
+                bindings::BUG();
+            }
+            bindings::pmd_populate(
+                self.pmd.vma.mm(),
+                self.pmd.as_ptr(),
+                bindings::pmd_pgtable(self.pmdval),
+            );
+        }
+    }
+}
+
+/// `tlb_remove_table_sync_one()`: an IPI to every CPU, so that GUP-fast
+/// walkers (which run with interrupts off) that saw a page table before it
+/// was detached are done with it, where page tables are freed by RCU;
+/// nothing to do otherwise. Call it with no spinlock held.
+fn tlb_remove_table_sync_one() {
+    #[cfg(CONFIG_MMU_GATHER_RCU_TABLE_FREE)]
+    {
+        // `mm/mmu_gather.c`, declared in `<asm-generic/tlb.h>`.
+        extern "C" {
+            fn tlb_remove_table_sync_one();
+        }
+        // SAFETY: no requirements.
+        unsafe { tlb_remove_table_sync_one() };
+    }
+}

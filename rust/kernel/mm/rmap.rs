@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Reverse maps: a file's page cache and its i_mmap lock, a VMA's anon_vma
+//! and its lock.
+//!
+//! C header: [`include/linux/rmap.h`](srctree/include/linux/rmap.h).
+//! See the [lock order](crate::mm#lock-order).
+
+use crate::mm::virt::Vma;
+use crate::{bindings, ffi::c_ulong};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// The page cache of a file (`struct address_space`), pinned.
+///
+/// # Invariants
+///
+/// `mapping` points to an `address_space` that stays live for `'a`.
+#[derive(Clone, Copy)]
+pub struct Mapping<'a> {
+    pub(super) mapping: NonNull<bindings::address_space>,
+    pub(super) _pin: PhantomData<&'a ()>,
+}
+
+impl<'a> Mapping<'a> {
+    /// Wraps an `address_space` that the caller keeps live.
+    ///
+    /// # Safety
+    ///
+    /// `mapping` must point to an `address_space` that stays live for `'a`
+    /// (the caller holds a reference on its inode, a file or a locked folio
+    /// of it).
+    #[inline]
+    pub unsafe fn from_raw(mapping: NonNull<bindings::address_space>) -> Self {
+        // INVARIANT: by the safety requirements.
+        Self {
+            mapping,
+            _pin: PhantomData,
+        }
+    }
+
+    /// Returns the raw `address_space` pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::address_space {
+        self.mapping.as_ptr()
+    }
+
+    /// Takes `i_mmap_rwsem` for reading (`i_mmap_lock_read()`).
+    #[inline]
+    pub fn i_mmap_read(&self) -> IMmapReadGuard<'_> {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { bindings::i_mmap_lock_read(self.as_ptr()) };
+        // INVARIANT: locked just now.
+        IMmapReadGuard { mapping: *self }
+    }
+
+    /// Takes `i_mmap_rwsem` for writing (`i_mmap_lock_write()`).
+    #[inline]
+    pub fn i_mmap_write(&self) -> IMmapWriteGuard<'_> {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { bindings::i_mmap_lock_write(self.as_ptr()) };
+        // INVARIANT: locked just now.
+        IMmapWriteGuard { mapping: *self }
+    }
+
+    /// Returns `&mapping->i_mmap_rwsem`, for assertions.
+    #[inline]
+    pub fn raw_i_mmap_rwsem(&self) -> *mut bindings::rw_semaphore {
+        // SAFETY: the mapping is live (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*self.as_ptr()).i_mmap_rwsem) }
+    }
+
+    /// The VMAs of the interval tree whose file range meets
+    /// `[first, last]` (pages), while the caller holds `i_mmap_rwsem`.
+    fn vmas<'g>(&self, first: c_ulong, last: c_ulong) -> VmaIter<'g> {
+        VmaIter {
+            // SAFETY: the mapping is live and i_mmap_rwsem is held by the
+            // guard that borrows it for `'g`.
+            next: unsafe {
+                bindings::vma_interval_tree_iter_first(
+                    core::ptr::addr_of_mut!((*self.as_ptr()).i_mmap),
+                    first,
+                    last,
+                )
+            },
+            first,
+            last,
+            _lock: PhantomData,
+        }
+    }
+}
+
+/// A held `i_mmap_rwsem`, read side.
+///
+/// # Invariants
+///
+/// This guard holds `mapping`'s `i_mmap_rwsem` for reading.
+///
+/// # Examples
+///
+/// A shared anonymous mapping is backed by a shmem file: its VMA is in
+/// that file's interval tree.
+///
+/// ```
+/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, true)?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let mapping = vma.mapping().ok_or(EINVAL)?;
+/// let sem = mapping.raw_i_mmap_rwsem();
+/// // SAFETY: `sem` lives in the mapping, pinned by `vma`.
+/// let locked = |s| unsafe { bindings::rwsem_is_locked(s) } != 0;
+/// {
+///     let i_mmap = mapping.i_mmap_read();
+///     assert!(locked(sem));
+///     let mut vmas = i_mmap.vmas(0, 0);
+///     assert_eq!(vmas.next().map(|v| v.as_ptr()), Some(vma.as_ptr()));
+///     assert!(vmas.next().is_none());
+///     // Page 512 is past the mapping.
+///     assert!(i_mmap.vmas(512, 1023).next().is_none());
+/// }
+/// assert!(!locked(sem));
+/// {
+///     let i_mmap = mapping.i_mmap_write();
+///     assert!(locked(sem));
+///     assert_eq!(i_mmap.vmas(0, 511).count(), 1);
+/// }
+/// assert!(!locked(sem));
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "the i_mmap lock is released when the guard is dropped"]
+pub struct IMmapReadGuard<'a> {
+    pub(super) mapping: Mapping<'a>,
+}
+
+impl IMmapReadGuard<'_> {
+    /// The VMAs mapping any page of `[first, last]` (file offsets in
+    /// pages), as `vma_interval_tree_foreach()`.
+    #[inline]
+    pub fn vmas(&self, first: c_ulong, last: c_ulong) -> VmaIter<'_> {
+        self.mapping.vmas(first, last)
+    }
+}
+
+impl Drop for IMmapReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for reading by this guard (type invariant).
+        unsafe { bindings::i_mmap_unlock_read(self.mapping.as_ptr()) };
+    }
+}
+
+/// A held `i_mmap_rwsem`, write side.
+///
+/// # Invariants
+///
+/// This guard holds `mapping`'s `i_mmap_rwsem` for writing.
+#[must_use = "the i_mmap lock is released when the guard is dropped"]
+pub struct IMmapWriteGuard<'a> {
+    pub(super) mapping: Mapping<'a>,
+}
+
+impl IMmapWriteGuard<'_> {
+    /// As [`IMmapReadGuard::vmas`].
+    #[inline]
+    pub fn vmas(&self, first: c_ulong, last: c_ulong) -> VmaIter<'_> {
+        self.mapping.vmas(first, last)
+    }
+}
+
+impl Drop for IMmapWriteGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for writing by this guard (type invariant).
+        unsafe { bindings::i_mmap_unlock_write(self.mapping.as_ptr()) };
+    }
+}
+
+/// Iterator over the VMAs of a file's interval tree, under `i_mmap_rwsem`.
+///
+/// # Invariants
+///
+/// `next` is NULL or a VMA in the tree, whose `i_mmap_rwsem` is held for
+/// `'a`.
+pub struct VmaIter<'a> {
+    pub(super) next: *mut bindings::vm_area_struct,
+    pub(super) first: c_ulong,
+    pub(super) last: c_ulong,
+    pub(super) _lock: PhantomData<&'a ()>,
+}
+
+impl<'a> Iterator for VmaIter<'a> {
+    type Item = Vma<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Vma<'a>> {
+        let vma = NonNull::new(self.next)?;
+        // SAFETY: `vma` is in the tree, locked for `'a` (type invariant).
+        self.next =
+            unsafe { bindings::vma_interval_tree_iter_next(vma.as_ptr(), self.first, self.last) };
+        // INVARIANT: a VMA leaves the tree only under the write lock.
+        Some(Vma {
+            vma,
+            _lock: PhantomData,
+        })
+    }
+}
+
+/// The `anon_vma` of a [`Vma`].
+///
+/// # Invariants
+///
+/// `av` points to an `anon_vma` that stays live for `'a`.
+#[derive(Clone, Copy)]
+pub struct AnonVma<'a> {
+    pub(super) av: NonNull<bindings::anon_vma>,
+    pub(super) _vma: PhantomData<&'a ()>,
+}
+
+impl AnonVma<'_> {
+    /// Takes the anon_vma's root rwsem for writing (`anon_vma_lock_write()`).
+    #[inline]
+    pub fn lock_write(&self) -> AnonVmaWriteGuard<'_> {
+        // SAFETY: the anon_vma is live (type invariant).
+        unsafe { bindings::anon_vma_lock_write(self.av.as_ptr()) };
+        // INVARIANT: locked just now.
+        AnonVmaWriteGuard { av: *self }
+    }
+
+    /// Returns `&anon_vma->root->rwsem`, the lock [`Self::lock_write`]
+    /// takes, for assertions.
+    #[inline]
+    pub fn raw_rwsem(&self) -> *mut bindings::rw_semaphore {
+        // SAFETY: the anon_vma is live (type invariant) and so is its root,
+        // which it holds a reference on.
+        unsafe { core::ptr::addr_of_mut!((*(*self.av.as_ptr()).root).rwsem) }
+    }
+}
+
+/// A held anon_vma write lock.
+///
+/// # Invariants
+///
+/// This guard holds `av`'s root rwsem for writing.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// {
+///     let mmap = mm.mmap_read();
+///     let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+///     // No anon_vma before the first write fault.
+///     assert!(!vma.has_anon_vma() && mmap.anon_vma(&vma).is_none());
+/// }
+/// mm.write(ADDR, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let av = mmap.anon_vma(&vma).ok_or(EINVAL)?;
+/// let sem = av.raw_rwsem();
+/// // SAFETY: `sem` lives in the anon_vma root, pinned by `vma`.
+/// let locked = |s| unsafe { bindings::rwsem_is_locked(s) } != 0;
+/// assert!(!locked(sem));
+/// let guard = av.lock_write();
+/// assert!(locked(sem));
+/// drop(guard);
+/// assert!(!locked(sem));
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "the anon_vma lock is released when the guard is dropped"]
+pub struct AnonVmaWriteGuard<'a> {
+    pub(super) av: AnonVma<'a>,
+}
+
+impl AnonVmaWriteGuard<'_> {
+    /// Whether this guard holds the lock of `vma`'s anon_vma.
+    #[inline]
+    pub fn locks_anon_vma_of(&self, vma: &Vma<'_>) -> bool {
+        vma.raw_anon_vma() == self.av.av.as_ptr()
+    }
+}
+
+impl Drop for AnonVmaWriteGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: held for writing by this guard (type invariant).
+        unsafe { bindings::anon_vma_unlock_write(self.av.av.as_ptr()) };
+    }
+}

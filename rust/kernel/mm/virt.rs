@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtual memory areas.
+//!
+//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h).
+//!
+//! A [`Vma`] is a VMA kept alive by a lock above it (the mmap lock of its
+//! mm, or the i_mmap lock of its file); a [`WriteLockedVma`] one that
+//! `vma_start_write()` locked under the mmap write lock. See the
+//! [lock order](crate::mm#lock-order).
+
+use crate::mm::pgtable::Pmd;
+use crate::mm::read_once;
+use crate::mm::rmap::{AnonVma, Mapping};
+use crate::mm::{HPAGE_PMD_MASK, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE};
+use crate::{bindings, ffi::c_ulong};
+use core::{marker::PhantomData, ptr::NonNull};
+
+/// A VMA write-locked with `vma_start_write()` under the mmap write lock:
+/// no page fault, no per-VMA-lock reader and no mmap-lock reader can
+/// reach its page tables until the mmap write lock is released.
+///
+/// # Invariants
+///
+/// `vma` is write-locked and the mmap write lock of its mm is held for
+/// `'a`.
+#[must_use = "a write-locked VMA is only useful while it is held"]
+pub struct WriteLockedVma<'a> {
+    pub(super) vma: Vma<'a>,
+}
+
+impl<'a> WriteLockedVma<'a> {
+    /// The VMA's `anon_vma`, if it has one: kept alive by the mmap write
+    /// lock this VMA borrows.
+    #[inline]
+    pub fn anon_vma(&self) -> Option<AnonVma<'a>> {
+        // SAFETY: the mmap write lock of the VMA's mm is held for `'a` (type
+        // invariant): no munmap() of this mm can be between detaching a VMA
+        // and tearing it down, so the VMA's teardown cannot start.
+        unsafe { self.vma.anon_vma_pinned() }
+    }
+}
+
+impl<'a> core::ops::Deref for WriteLockedVma<'a> {
+    type Target = Vma<'a>;
+
+    #[inline]
+    fn deref(&self) -> &Vma<'a> {
+        &self.vma
+    }
+}
+
+/// A VMA kept alive by a lock: the mmap lock of its mm, or the i_mmap lock
+/// of the file it maps (while it is in that file's interval tree).
+///
+/// Fields that change under the mmap write lock only (flags, bounds) are
+/// stable in the first case and read racily, as C does, in the second.
+///
+/// # Invariants
+///
+/// `vma` points to a VMA that stays valid, and in its mm's VMA tree or its
+/// file's interval tree, for `'a`.
+#[derive(Clone, Copy)]
+pub struct Vma<'a> {
+    pub(super) vma: NonNull<bindings::vm_area_struct>,
+    pub(super) _lock: PhantomData<&'a ()>,
+}
+
+impl<'a> Vma<'a> {
+    /// Returns the raw VMA pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::vm_area_struct {
+        self.vma.as_ptr()
+    }
+
+    /// `READ_ONCE(vma->anon_vma)`, not to be dereferenced: a VMA reached
+    /// without its mmap lock (from an i_mmap walk) can be unmapped, and its
+    /// anon_vma freed, at any time. [`MmapLocked::anon_vma`] hands out the
+    /// anon_vma itself.
+    ///
+    /// [`MmapLocked::anon_vma`]: crate::mm::MmapLocked::anon_vma
+    #[inline]
+    pub(super) fn raw_anon_vma(&self) -> *mut bindings::anon_vma {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { read_once(&(*self.as_ptr()).anon_vma) }
+    }
+
+    /// The VMA's `anon_vma`, if it has one, for as long as `'b`.
+    ///
+    /// # Safety
+    ///
+    /// The VMA's teardown must not start during `'b` (its mm's mmap lock is
+    /// held for `'b`, and the VMA is in the mm's tree or the lock is held
+    /// for writing). Once set, `vma->anon_vma` then stays.
+    #[inline]
+    pub(super) unsafe fn anon_vma_pinned<'b>(&self) -> Option<AnonVma<'b>> {
+        // INVARIANT: live for `'b` (safety requirements).
+        NonNull::new(self.raw_anon_vma()).map(|av| AnonVma {
+            av,
+            _vma: PhantomData,
+        })
+    }
+
+    /// Returns the raw pointer to the VMA's mm.
+    #[inline]
+    pub fn mm(&self) -> *mut bindings::mm_struct {
+        // SAFETY: the VMA is valid (type invariant); `vm_mm` never changes.
+        unsafe { (*self.as_ptr()).vm_mm }
+    }
+
+    /// Returns the VMA's flags.
+    #[inline]
+    pub fn flags(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant); `vm_flags` is the
+        // read-only view of the flags union.
+        unsafe { (*self.as_ptr()).__bindgen_anon_2.vm_flags }
+    }
+
+    /// Returns the first address of the VMA.
+    #[inline]
+    pub fn start(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1.vm_start }
+    }
+
+    /// Returns the first address after the VMA.
+    #[inline]
+    pub fn end(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1.vm_end }
+    }
+
+    /// Returns the file offset of the VMA's start, in pages.
+    #[inline]
+    pub fn pgoff(&self) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).vm_pgoff }
+    }
+
+    /// Whether the VMA maps a file.
+    #[inline]
+    pub fn has_file(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        !unsafe { (*self.as_ptr()).vm_file }.is_null()
+    }
+
+    /// Whether `[start, end)` lies inside the VMA.
+    #[inline]
+    pub fn contains_range(&self, start: c_ulong, end: c_ulong) -> bool {
+        start >= self.start() && end <= self.end() && start < end
+    }
+
+    /// `thp_vma_allowable_order(vma, vma->vm_flags, tva_flags, PMD_ORDER)`:
+    /// whether a PMD-sized THP may map this VMA, obeying the sysfs THP
+    /// settings (`TVA_ENFORCE_SYSFS`) if `enforce_sysfs`.
+    #[inline]
+    pub fn thp_pmd_allowed(&self, enforce_sysfs: bool) -> bool {
+        let tva_flags = if enforce_sysfs {
+            bindings::TVA_ENFORCE_SYSFS as c_ulong
+        } else {
+            0
+        };
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe {
+            bindings::thp_vma_allowable_order(
+                self.as_ptr(),
+                self.flags(),
+                tva_flags,
+                HPAGE_PMD_ORDER as _,
+            )
+        }
+    }
+
+    /// `vma_is_anonymous(vma)`: no `vm_ops`.
+    #[inline]
+    pub fn is_anonymous(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { (*self.as_ptr()).vm_ops }.is_null()
+    }
+
+    /// `userfaultfd_wp(vma)`.
+    #[inline]
+    pub fn userfaultfd_wp(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::userfaultfd_wp(self.as_ptr()) }
+    }
+
+    /// `userfaultfd_armed(vma)`.
+    #[inline]
+    pub fn userfaultfd_armed(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::userfaultfd_armed(self.as_ptr()) }
+    }
+
+    /// Whether the VMA is `VM_SHARED`.
+    #[inline]
+    pub fn is_shared(&self) -> bool {
+        self.flags() & bindings::VM_SHARED as c_ulong != 0
+    }
+
+    /// `READ_ONCE(vma->anon_vma) != NULL`: whether the VMA has (had) private
+    /// anonymous pages.
+    #[inline]
+    pub fn has_anon_vma(&self) -> bool {
+        !self.raw_anon_vma().is_null()
+    }
+
+    /// The page cache of the file the VMA maps, if any.
+    #[inline]
+    pub fn mapping(&self) -> Option<Mapping<'a>> {
+        // SAFETY: the VMA is valid (type invariant); `vm_file` is set for
+        // the VMA's life.
+        let file = unsafe { (*self.as_ptr()).vm_file };
+        if file.is_null() {
+            return None;
+        }
+        // SAFETY: the VMA holds a reference on its file.
+        let mapping = unsafe { (*file).f_mapping };
+        // INVARIANT: the file, and so its mapping, is pinned by the VMA.
+        NonNull::new(mapping).map(|mapping| Mapping {
+            mapping,
+            _pin: PhantomData,
+        })
+    }
+
+    /// `atomic_read(&vma->vm_mm->mm_users)`: the users of the VMA's mm,
+    /// 0 once it is exiting (the mm itself stays while the VMA does).
+    #[inline]
+    pub fn mm_users(&self) -> i32 {
+        // SAFETY: a VMA's mm outlives it; `mm_users` is an `atomic_t`.
+        unsafe { read_once(&(*self.mm()).__bindgen_anon_1.mm_users.counter) }
+    }
+
+    /// `vma_is_dax()`: whether the VMA maps a DAX file.
+    #[inline]
+    pub fn is_dax(&self) -> bool {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::vma_is_dax(self.as_ptr()) }
+    }
+
+    /// Whether the VMA's page tables can hold leaf entries above the PMD
+    /// level: hugetlb (1 GiB pages), DAX (PUD-sized device mappings) and
+    /// `VM_PFNMAP`/`VM_MIXEDMAP` (huge PFN maps). [`Vma::find_pmd`] refuses
+    /// them.
+    #[inline]
+    pub fn may_have_pud_leaves(&self) -> bool {
+        let special =
+            (bindings::VM_HUGETLB | bindings::VM_PFNMAP | bindings::VM_MIXEDMAP) as c_ulong;
+        self.flags() & special != 0 || self.is_dax()
+    }
+
+    /// The PMD entry that maps the PMD-aligned `haddr`, when the PMD range
+    /// at `haddr` lies inside the VMA, the VMA is not one that can have
+    /// PUD-level leaves ([`Vma::may_have_pud_leaves`]) and the upper levels
+    /// are present tables (a PUD leaf is refused as well: its "PMD" would
+    /// point into the user's memory).
+    ///
+    /// # Examples
+    ///
+    /// A `VM_PFNMAP` VMA gets no `Pmd`, although its page tables are there:
+    ///
+    /// ```
+    /// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm};
+    ///
+    /// const ADDR: usize = 0x4000_0000;
+    /// let mm = KthreadMm::new()?;
+    /// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+    /// mm.write(ADDR, &[1])?;
+    /// let mmap = mm.mmap_write();
+    /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+    /// assert!(vma.find_pmd(ADDR as _).is_some());
+    /// let pfnmap = bindings::VM_PFNMAP as kernel::ffi::c_ulong;
+    /// // SAFETY: the VMA is valid; its flags change under the mmap write
+    /// // lock, held; they are restored below, before the VMA is torn down.
+    /// let flags = unsafe { core::ptr::addr_of_mut!((*vma.as_ptr()).__bindgen_anon_2.__vm_flags) };
+    /// // SAFETY: as above.
+    /// unsafe { *flags |= pfnmap };
+    /// assert!(vma.may_have_pud_leaves() && vma.find_pmd(ADDR as _).is_none());
+    /// // SAFETY: as above.
+    /// unsafe { *flags &= !pfnmap };
+    /// assert!(vma.find_pmd(ADDR as _).is_some());
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[inline]
+    pub fn find_pmd(&self, haddr: c_ulong) -> Option<Pmd<'a>> {
+        if haddr & !HPAGE_PMD_MASK != 0
+            || !self.contains_range(haddr, haddr.wrapping_add(HPAGE_PMD_SIZE))
+            || self.may_have_pud_leaves()
+        {
+            return None;
+        }
+        // SAFETY: the mm is live; its upper page-table levels for the VMA's
+        // range stay while the VMA is in its trees (type invariant), which
+        // is all the walk reads.
+        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), haddr) })?;
+        // INVARIANT: as above, the entry stays in place for `'a`; it is in a
+        // PMD table (the PUD entry above is a table, not a leaf), in a VMA
+        // that has no PUD-level leaves.
+        Some(Pmd {
+            pmd,
+            vma: *self,
+            haddr,
+        })
+    }
+}

@@ -22,7 +22,7 @@ use kernel::bindings;
 use kernel::ffi::{c_long, c_ulong};
 use kernel::mm::folio::LockedFolio;
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{Pmd, PmdKind, PtlHeld};
+use kernel::mm::pgtable::{Pmd, PmdKind, Pte, PtlHeld};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
 
@@ -80,9 +80,9 @@ fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
 /// The page that PTE `ptent` at `addr` of `vma` maps, as step 1 and 2 see
 /// it: `vm_normal_page()`, a zone-device page counted as none (with a
 /// one-time warning, as in C).
-fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: bindings::pte_t) -> *mut bindings::page {
+fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: Pte) -> *mut bindings::page {
     // SAFETY: the VMA is valid and `ptent` a value read from its table.
-    let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) };
+    let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent.as_raw()) };
     // Without ZONE_DEVICE there are no zone-device pages to warn about.
     #[cfg(CONFIG_ZONE_DEVICE)]
     // SAFETY: `page` is NULL or a valid page.
@@ -102,16 +102,6 @@ fn mismatch(page: *mut bindings::page) -> ScanResult {
         SCAN_PTE_ANON_COW
     } else {
         SCAN_FAIL
-    }
-}
-
-/// `pte_none()` and `pte_present()` of an entry value, in one call.
-fn pte_state(ptent: bindings::pte_t) -> (bool, bool) {
-    // SAFETY: this only looks at the value.
-    match unsafe { bindings::khugepaged_pte_state(ptent) } {
-        0 => (true, false),
-        1 => (false, true),
-        _ => (false, false),
     }
 }
 
@@ -186,12 +176,11 @@ pub(crate) fn collapse_pte_mapped_thp(
         };
         for i in 0..HPAGE_PMD_NR {
             let Some(ptent) = ptes.get(i) else { break };
-            let (none, present) = pte_state(ptent);
-            if none {
+            if ptent.is_none() {
                 continue;
             }
             // Swapped out or migrating: abort.
-            if !present {
+            if !ptent.is_present() {
                 return SCAN_PTE_NON_PRESENT;
             }
             // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
@@ -237,8 +226,7 @@ pub(crate) fn collapse_pte_mapped_thp(
     for i in 0..HPAGE_PMD_NR {
         let Some(ptent) = map.get(i) else { break };
         let addr = haddr + i as c_ulong * PAGE_SIZE;
-        let (none, present) = pte_state(ptent);
-        if none {
+        if ptent.is_none() {
             continue;
         }
         // ptl was dropped after step 1 for the mmu_notifier: the folio lock
@@ -248,12 +236,12 @@ pub(crate) fn collapse_pte_mapped_thp(
         //
         // On abort, the guards release ptl (and pml), the mapping, the
         // notifier range, then the folio, as C's abort path does.
-        if !present {
+        if !ptent.is_present() {
             abort_cleared(mmap, &folio, nr_ptes);
             return SCAN_PTE_NON_PRESENT;
         }
         // SAFETY: the VMA is valid and `ptent` read under its lock.
-        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent) };
+        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent.as_raw()) };
         if folio.page(i) != page {
             abort_cleared(mmap, &folio, nr_ptes);
             return mismatch(page);

@@ -38,9 +38,9 @@ use core::pin::{pin, Pin};
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
-use kernel::mm::folio::NewFolio;
+use kernel::mm::folio::{Folio, NewFolio};
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{PteMap, PteMapLock};
+use kernel::mm::pgtable::{Pte, PteMap, PteMapLock};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, MmapReadGuard, MmapWriteGuard, HPAGE_PMD_NR};
 use kernel::types::Opaque;
@@ -48,15 +48,6 @@ use kernel::types::Opaque;
 use crate::collapse::find_pte_table;
 use crate::scan::*;
 use crate::scan_file::is_refcount_suitable;
-
-// `mm/vmscan.c`, declared in `mm/internal.h`. `folio` embeds structs that
-// are empty in some configurations, which the lint flags; the pointer is
-// passed through opaquely, as the bindings crate does.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn folio_isolate_lru(folio: *mut bindings::folio) -> bool;
-    fn folio_putback_lru(folio: *mut bindings::folio);
-}
 
 /// The large folios isolated by a collapse (C's `compound_pagelist`): a
 /// list through each folio's `lru`, which is free while the folio is
@@ -147,7 +138,7 @@ unsafe fn release_pte_folio(folio: *mut bindings::folio) {
         let nr = bindings::folio_nr_pages(folio) as c_int;
         bindings::node_stat_mod_folio(folio, isolated_item(folio), -nr);
         bindings::folio_unlock(folio);
-        folio_putback_lru(folio);
+        Folio::from_raw(folio).putback_lru();
     }
 }
 
@@ -160,20 +151,18 @@ unsafe fn release_pte_folio(folio: *mut bindings::folio) {
 /// `compound` must be isolated and locked by the caller, who gives them
 /// up; the table must not change meanwhile.
 unsafe fn release_pte_pages(
-    get: impl Fn(usize) -> Option<bindings::pte_t>,
+    get: impl Fn(usize) -> Option<Pte>,
     end: usize,
     compound: Pin<&CompoundList>,
 ) {
     for i in (0..end).rev() {
-        let Some(pte) = get(i) else { continue };
-        let flags = PteFlags::of(pte);
         // isolate() stopped at the first non-present entry.
-        if flags.none() || !flags.present() || flags.zero() {
+        let Some(pfn) = get(i).filter(|pte| !pte.is_zero_page()).and_then(Pte::pfn) else {
             continue;
-        }
+        };
         // SAFETY: a present entry of a table nobody else changes maps a
         // live page.
-        let folio = unsafe { bindings::pfn_folio(bindings::pte_pfn(pte)) };
+        let folio = unsafe { bindings::pfn_folio(pfn) };
         // SAFETY: as above; large folios are released from `compound`.
         if unsafe { bindings::folio_test_large(folio) } {
             continue;
@@ -187,22 +176,6 @@ unsafe fn release_pte_pages(
     }
 }
 
-/// `folio_test_young() || folio_test_referenced() ||
-/// mmu_notifier_test_young()`: whether the page at `addr` was used lately.
-///
-/// # Safety
-///
-/// `folio` must be live.
-unsafe fn folio_young(folio: *mut bindings::folio, vma: &Vma<'_>, addr: c_ulong) -> bool {
-    // SAFETY: `folio` is live (safety requirements); these only look at its
-    // flags and at the mm's secondary MMUs.
-    unsafe {
-        bindings::folio_test_young(folio)
-            || bindings::folio_test_referenced(folio)
-            || bindings::mmu_notifier_test_young(vma.mm(), addr) != 0
-    }
-}
-
 /// `__collapse_huge_page_isolate()`: under the detached table's lock,
 /// checks every entry and locks and isolates every folio it maps. On
 /// failure everything isolated so far is released again.
@@ -213,13 +186,7 @@ fn isolate(
     cc: &bindings::collapse_control,
     compound: Pin<&CompoundList>,
 ) -> ScanResult {
-    // SAFETY: plain reads of sysfs knobs, as C does.
-    let (max_none, max_shared) = unsafe {
-        (
-            bindings::khugepaged_max_ptes_none as c_int,
-            bindings::khugepaged_max_ptes_shared as c_int,
-        )
-    };
+    let max = MaxPtes::read();
     let (mut none_or_zero, mut shared, mut referenced) = (0, 0, 0);
     let mut writable = false;
     let mut folio: *mut bindings::folio = core::ptr::null_mut();
@@ -229,10 +196,9 @@ fn isolate(
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
         let addr = address + i as c_ulong * PAGE_SIZE;
-        let flags = PteFlags::of(pte);
-        if flags.none_or_zero() {
+        if pte.is_none_or_zero() {
             none_or_zero += 1;
-            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max_none) {
+            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
                 continue;
             }
             result = SCAN_EXCEED_NONE_PTE;
@@ -240,38 +206,31 @@ fn isolate(
             end = i;
             break;
         }
-        if !flags.present() {
+        if !pte.is_present() {
             result = SCAN_PTE_NON_PRESENT;
             end = i;
             break;
         }
-        if flags.uffd_wp() {
+        if pte.uffd_wp() {
             result = SCAN_PTE_UFFD_WP;
             end = i;
             break;
         }
-        // SAFETY: the VMA is valid and `pte` was read under its lock.
-        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte) };
-        // SAFETY: `page` is a valid page when non-NULL.
-        if page.is_null() || unsafe { bindings::is_zone_device_page(page) } {
-            result = SCAN_PAGE_NULL;
-            end = i;
-            break;
-        }
-        // SAFETY: a mapped page, stable under the PTE lock.
-        folio = unsafe { bindings::page_folio(page) };
-
-        // SAFETY: `folio` is mapped by the locked table, so live.
-        let (large, likely_shared) = unsafe {
-            (
-                bindings::folio_test_large(folio),
-                bindings::folio_likely_mapped_shared(folio),
-            )
+        let f = match ptes.normal_folio(i) {
+            Some((f, _)) if !f.is_zone_device() => f,
+            _ => {
+                result = SCAN_PAGE_NULL;
+                end = i;
+                break;
+            }
         };
+        folio = f.as_ptr();
+        let large = f.is_large();
+
         // See hpage_collapse_scan_pmd().
-        if likely_shared {
+        if f.likely_mapped_shared() {
             shared += 1;
-            if cc.is_khugepaged && shared > max_shared {
+            if cc.is_khugepaged && shared > max.shared {
                 result = SCAN_EXCEED_SHARED_PTE;
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
                 end = i;
@@ -292,8 +251,7 @@ fn isolate(
             // GUP (or other external) pins: this process cannot take new
             // ones, the table being detached; another one that shares the
             // page after fork can only trigger CoW.
-            // SAFETY: locked by us.
-            if !unsafe { is_refcount_suitable(folio) } {
+            if !is_refcount_suitable(f) {
                 // SAFETY: locked by us just now.
                 unsafe { bindings::folio_unlock(folio) };
                 result = SCAN_PAGE_COUNT;
@@ -301,8 +259,9 @@ fn isolate(
                 break;
             }
             // Off the LRU, so that the VM leaves it alone while collapsing.
-            // SAFETY: locked by us.
-            if !unsafe { folio_isolate_lru(folio) } {
+            // SAFETY: mapped, so referenced; accounted just below, and put
+            // back by release_pte_folio() or copy_succeeded().
+            if !unsafe { f.isolate_lru() } {
                 // SAFETY: locked by us just now.
                 unsafe { bindings::folio_unlock(folio) };
                 result = SCAN_DEL_PAGE_LRU;
@@ -311,8 +270,7 @@ fn isolate(
             }
             // SAFETY: isolated and locked by us.
             unsafe {
-                let nr = bindings::folio_nr_pages(folio) as c_int;
-                bindings::node_stat_mod_folio(folio, isolated_item(folio), nr);
+                bindings::node_stat_mod_folio(folio, isolated_item(folio), f.nr_pages() as c_int);
                 if large {
                     compound.push(folio);
                 }
@@ -320,13 +278,12 @@ fn isolate(
         }
 
         // khugepaged wants enough young PTEs to justify a collapse.
-        if cc.is_khugepaged {
-            // SAFETY: `folio` is mapped by the locked table, so live.
-            if flags.young() || unsafe { folio_young(folio, vma, addr) } {
-                referenced += 1;
-            }
+        if cc.is_khugepaged
+            && (pte.is_young() || f.is_young_or_referenced() || vma.mmu_notifier_test_young(addr))
+        {
+            referenced += 1;
         }
-        if flags.write() {
+        if pte.is_write() {
             writable = true;
         }
     }
@@ -365,7 +322,7 @@ fn copy(ptes: &PteMap<'_>, folio: &NewFolio, vma: &Vma<'_>, address: c_ulong) ->
         let Some(pte) = ptes.get(i) else { break };
         let dst = folio.page(i);
         let addr = address + i as c_ulong * PAGE_SIZE;
-        if PteFlags::of(pte).none_or_zero() {
+        if pte.is_none_or_zero() {
             // SAFETY: `dst` is a page of our unmapped folio.
             unsafe { bindings::clear_user_highpage(dst, addr) };
             continue;
@@ -373,7 +330,12 @@ fn copy(ptes: &PteMap<'_>, folio: &NewFolio, vma: &Vma<'_>, address: c_ulong) ->
         // SAFETY: a present entry of the detached table, whose folio is
         // isolated and locked; `dst` is ours.
         if unsafe {
-            bindings::copy_mc_user_highpage(dst, bindings::pte_page(pte), addr, vma.as_ptr())
+            bindings::copy_mc_user_highpage(
+                dst,
+                bindings::pte_page(pte.as_raw()),
+                addr,
+                vma.as_ptr(),
+            )
         } > 0
         {
             return SCAN_COPY_MC;
@@ -393,11 +355,10 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
     let mm = vma.mm();
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
-        let flags = PteFlags::of(pte);
-        if flags.none_or_zero() {
+        if pte.is_none_or_zero() {
             // SAFETY: the mm is live; a hole becomes a page of the THP.
             unsafe { bindings::add_mm_counter(mm, bindings::MM_ANONPAGES as c_int, 1) };
-            if flags.none() {
+            if pte.is_none() {
                 continue;
             }
             {
@@ -407,12 +368,12 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
                 debug_assert!(cleared);
             }
             // SAFETY: the zero-page entry was just cleared.
-            unsafe { bindings::ksm_might_unmap_zero_page(mm, pte) };
+            unsafe { bindings::ksm_might_unmap_zero_page(mm, pte.as_raw()) };
         } else {
             // SAFETY: a present entry of the detached table maps a page of
             // an isolated, locked folio.
             let (page, src) = unsafe {
-                let page = bindings::pte_page(pte);
+                let page = bindings::pte_page(pte.as_raw());
                 (page, bindings::page_folio(page))
             };
             // SAFETY: small folios are released here, large ones below
@@ -441,7 +402,7 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
             bindings::node_stat_sub_folio(src, isolated_item(src));
             bindings::folio_unlock(src);
             bindings::khugepaged_free_swap_cache(src);
-            folio_putback_lru(src);
+            Folio::from_raw(src).putback_lru();
         }
     }
 }

@@ -15,6 +15,13 @@ pub(crate) fn count_event(item: bindings::vm_event_item) {
     unsafe { bindings::count_vm_event(item) };
 }
 
+/// `hpage_collapse_scan_abort()`: whether the scan should stop because a
+/// page of node `nid` is too far from those seen so far (node reclaim).
+pub(crate) fn scan_abort(nid: i32, cc: &mut bindings::collapse_control) -> bool {
+    // SAFETY: `cc` is a valid collapse control, borrowed for the call.
+    unsafe { bindings::hpage_collapse_scan_abort(nid, cc) }
+}
+
 /// A khugepaged scan result (`enum scan_result`).
 pub(crate) type ScanResult = bindings::scan_result;
 
@@ -56,72 +63,28 @@ scan_results! {
     SCAN_COPY_MC => scan_result_SCAN_COPY_MC,
 }
 
-/// What khugepaged's checks need to know of one PTE value (C `enum
-/// khugepaged_pte_flags`), read with one helper call instead of one per
-/// static inline.
+/// khugepaged's `max_ptes_*` sysfs knobs, as one scan reads them.
 #[derive(Clone, Copy)]
-pub(crate) struct PteFlags(u32);
+pub(crate) struct MaxPtes {
+    /// `khugepaged_max_ptes_none`: holes allowed in a range.
+    pub(crate) none: i32,
+    /// `khugepaged_max_ptes_swap`: swapped-out pages allowed.
+    pub(crate) swap: i32,
+    /// `khugepaged_max_ptes_shared`: pages shared with another process
+    /// allowed.
+    pub(crate) shared: i32,
+}
 
-impl PteFlags {
-    /// Classifies `pte`.
-    #[inline]
-    pub(crate) fn of(pte: bindings::pte_t) -> Self {
-        // SAFETY: only looks at the value.
-        Self(unsafe { bindings::khugepaged_pte_flags(pte) })
-    }
-
-    #[inline]
-    fn has(self, flag: bindings::khugepaged_pte_flags) -> bool {
-        self.0 & flag != 0
-    }
-
-    /// `pte_none()`.
-    #[inline]
-    pub(crate) fn none(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_NONE)
-    }
-
-    /// `pte_present()`.
-    #[inline]
-    pub(crate) fn present(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_PRESENT)
-    }
-
-    /// `is_swap_pte()`: neither none nor present.
-    #[inline]
-    pub(crate) fn swap(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_SWAP)
-    }
-
-    /// Present and mapping the zero page.
-    #[inline]
-    pub(crate) fn zero(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_ZERO)
-    }
-
-    /// `pte_none_or_zero()`: empty, or a present entry of the zero page
-    /// (a swap entry is neither, whatever `pte_pfn()` makes of it).
-    #[inline]
-    pub(crate) fn none_or_zero(self) -> bool {
-        self.none() || self.zero()
-    }
-
-    /// `pte_uffd_wp()` of a present entry, `pte_swp_uffd_wp_any()` of a
-    /// swap entry.
-    #[inline]
-    pub(crate) fn uffd_wp(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_UFFD_WP)
-    }
-
-    /// `pte_write()` of a present entry.
-    #[inline]
-    pub(crate) fn write(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_WRITE)
-    }
-
-    /// `pte_young()` of a present entry.
-    #[inline]
-    pub(crate) fn young(self) -> bool {
-        self.has(bindings::khugepaged_pte_flags_KHUGEPAGED_PTE_YOUNG)
+impl MaxPtes {
+    /// Reads the knobs, racily as C does (sysfs may change them meanwhile).
+    pub(crate) fn read() -> Self {
+        // SAFETY: plain reads of `unsigned int`s that sysfs stores whole.
+        unsafe {
+            Self {
+                none: bindings::khugepaged_max_ptes_none as i32,
+                swap: bindings::khugepaged_max_ptes_swap as i32,
+                shared: bindings::khugepaged_max_ptes_shared as i32,
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::mm::folio::Folio;
 use kernel::mm::{HPAGE_PMD_NR, HPAGE_PMD_ORDER};
 use kernel::sync::rcu;
 
@@ -90,25 +91,17 @@ impl XaWalk {
 }
 
 /// `is_refcount_suitable()`: the folio has no reference beyond its
-/// mappings, the page (or swap) cache and its private data.
-///
-/// # Safety
-///
-/// `folio` must be a live folio (found under RCU in the page cache, or
-/// mapped under a held PTE lock; the checks are racy, as in C, and
-/// repeated by the collapse).
-pub(crate) unsafe fn is_refcount_suitable(folio: *mut bindings::folio) -> bool {
-    // SAFETY: `folio` is live (safety requirements).
-    unsafe {
-        let mut expected = bindings::folio_mapcount(folio);
-        if !bindings::folio_test_anon(folio) || bindings::folio_test_swapcache(folio) {
-            expected += bindings::folio_nr_pages(folio) as c_int;
-        }
-        if bindings::folio_test_private(folio) {
-            expected += 1;
-        }
-        bindings::folio_ref_count(folio) == expected
+/// mappings, the page (or swap) cache and its private data. Racy, as in
+/// C: the collapse repeats it.
+pub(crate) fn is_refcount_suitable(folio: &Folio) -> bool {
+    let mut expected = folio.mapcount();
+    if !folio.is_anon() || folio.is_swapcache() {
+        expected += folio.nr_pages() as c_int;
     }
+    if folio.has_private() {
+        expected += 1;
+    }
+    folio.ref_count() == expected
 }
 
 /// Rust `hpage_collapse_scan_file()`: see the module documentation.
@@ -144,55 +137,47 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
         // SAFETY: `xa_is_value()` only looks at the pointer value.
         if unsafe { bindings::xa_is_value(entry.as_ptr()) } {
             swap += 1 << xas.order();
-            // SAFETY: a plain read of a sysfs knob, as C does.
-            if cc.is_khugepaged && swap as u32 > unsafe { bindings::khugepaged_max_ptes_swap } {
+            if cc.is_khugepaged && swap > MaxPtes::read().swap {
                 result = SCAN_EXCEED_SWAP_PTE;
-                // SAFETY: no requirements.
-                unsafe {
-                    bindings::count_vm_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE)
-                };
+                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
                 break;
             }
             continue;
         }
 
-        let folio = entry.as_ptr().cast::<bindings::folio>();
         // SAFETY: a non-value entry of the page cache is a folio, live
-        // while the RCU section lasts.
-        unsafe {
-            if bindings::folio_order(folio) == HPAGE_PMD_ORDER
-                && (*folio).__bindgen_anon_1.__bindgen_anon_1.index == start
-            {
-                // Maybe PMD-mapped: the caller's collapse_pte_mapped_thp()
-                // does not touch the page cache, so the LRU and refcount
-                // checks can be skipped.
-                result = SCAN_PTE_MAPPED_HUGEPAGE;
-                failed_pfn = bindings::folio_pfn(folio);
-                break;
-            }
-
-            let node = bindings::folio_nid(folio);
-            if bindings::hpage_collapse_scan_abort(node, cc) {
-                result = SCAN_SCAN_ABORT;
-                failed_pfn = bindings::folio_pfn(folio);
-                break;
-            }
-            cc.node_load[node as usize] += 1;
-
-            if !bindings::folio_test_lru(folio) {
-                result = SCAN_PAGE_LRU;
-                failed_pfn = bindings::folio_pfn(folio);
-                break;
-            }
-            if !is_refcount_suitable(folio) {
-                result = SCAN_PAGE_COUNT;
-                failed_pfn = bindings::folio_pfn(folio);
-                break;
-            }
-            // Whether the folio is referenced is not checked: nobody
-            // transfers pte_young() to it, and an rmap walk is too costly.
-            present += bindings::folio_nr_pages(folio) as c_int;
+        // while the RCU section (in `xas`) lasts, that is for this turn.
+        let folio = unsafe { Folio::from_raw(entry.as_ptr().cast()) };
+        if folio.order() == HPAGE_PMD_ORDER && folio.index() == start {
+            // Maybe PMD-mapped: the caller's collapse_pte_mapped_thp()
+            // does not touch the page cache, so the LRU and refcount
+            // checks can be skipped.
+            result = SCAN_PTE_MAPPED_HUGEPAGE;
+            failed_pfn = folio.pfn();
+            break;
         }
+
+        let node = folio.nid();
+        if scan_abort(node, cc) {
+            result = SCAN_SCAN_ABORT;
+            failed_pfn = folio.pfn();
+            break;
+        }
+        cc.node_load[node as usize] += 1;
+
+        if !folio.is_lru() {
+            result = SCAN_PAGE_LRU;
+            failed_pfn = folio.pfn();
+            break;
+        }
+        if !is_refcount_suitable(folio) {
+            result = SCAN_PAGE_COUNT;
+            failed_pfn = folio.pfn();
+            break;
+        }
+        // Whether the folio is referenced is not checked: nobody
+        // transfers pte_young() to it, and an rmap walk is too costly.
+        present += folio.nr_pages() as c_int;
 
         // SAFETY: no requirements.
         if unsafe { bindings::need_resched() } {
@@ -203,12 +188,9 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
     drop(xas);
 
     if result == SCAN_SUCCEED {
-        // SAFETY: a plain read of a sysfs knob, as C does.
-        let max_ptes_none = unsafe { bindings::khugepaged_max_ptes_none } as c_int;
-        if cc.is_khugepaged && present < HPAGE_PMD_NR as c_int - max_ptes_none {
+        if cc.is_khugepaged && present < HPAGE_PMD_NR as c_int - MaxPtes::read().none {
             result = SCAN_EXCEED_NONE_PTE;
-            // SAFETY: no requirements.
-            unsafe { bindings::count_vm_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE) };
+            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
         } else {
             // SAFETY: the caller's contract is collapse_file()'s.
             result = unsafe { bindings::collapse_file(mm, addr, file.as_ptr(), start, cc) }

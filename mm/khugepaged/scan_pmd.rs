@@ -62,26 +62,18 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
         s.result = SCAN_PMD_NULL;
         return s;
     };
-    // SAFETY: plain reads of sysfs knobs, as C does.
-    let (max_none, max_swap, max_shared) = unsafe {
-        (
-            bindings::khugepaged_max_ptes_none as c_int,
-            bindings::khugepaged_max_ptes_swap as c_int,
-            bindings::khugepaged_max_ptes_shared as c_int,
-        )
-    };
+    let max = MaxPtes::read();
     let mut shared: c_int = 0;
 
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
         let addr = address + i as c_ulong * PAGE_SIZE;
-        let flags = PteFlags::of(pte);
 
-        if flags.swap() {
+        if pte.is_swap() {
             s.unmapped += 1;
-            if !cc.is_khugepaged || s.unmapped <= max_swap {
+            if !cc.is_khugepaged || s.unmapped <= max.swap {
                 // Always strict with uffd-wp swap entries, see below.
-                if flags.uffd_wp() {
+                if pte.uffd_wp() {
                     s.result = SCAN_PTE_UFFD_WP;
                     return s;
                 }
@@ -91,83 +83,76 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
             return s;
         }
-        if flags.none_or_zero() {
+        if pte.is_none_or_zero() {
             s.none_or_zero += 1;
-            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max_none) {
+            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max.none) {
                 continue;
             }
             s.result = SCAN_EXCEED_NONE_PTE;
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
             return s;
         }
-        let (uffd_wp, write, young) = (flags.uffd_wp(), flags.write(), flags.young());
         // A uffd-wp armed PTE: marking the huge PMD write-protected could
         // raise userfaults outside the registered range; keep it simple.
-        if uffd_wp {
+        if pte.uffd_wp() {
             s.result = SCAN_PTE_UFFD_WP;
             return s;
         }
-        if write {
+        if pte.is_write() {
             s.writable = true;
         }
 
-        // SAFETY: the VMA is valid and `pte` was read under its lock.
-        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte) };
-        // SAFETY: `page` is a valid page when non-NULL.
-        if page.is_null() || unsafe { bindings::is_zone_device_page(page) } {
-            s.result = SCAN_PAGE_NULL;
+        let folio = match ptes.normal_folio(i) {
+            Some((folio, _)) if !folio.is_zone_device() => folio,
+            _ => {
+                s.result = SCAN_PAGE_NULL;
+                return s;
+            }
+        };
+        // Mapped by the locked table, so live; these checks are racy, as
+        // in C, and repeated by collapse_huge_page().
+        s.folio = folio.as_ptr();
+
+        if !folio.is_anon() {
+            s.result = SCAN_PAGE_ANON;
             return s;
         }
-        // SAFETY: a mapped page, stable under the PTE lock.
-        let folio = unsafe { bindings::page_folio(page) };
-        s.folio = folio;
-
-        // SAFETY: `folio` is mapped here, so live while the PTE lock is
-        // held; these checks are racy, as in C, and repeated by
-        // collapse_huge_page().
-        unsafe {
-            if !bindings::folio_test_anon(folio) {
-                s.result = SCAN_PAGE_ANON;
+        // A single page counts as shared if any part of the THP is.
+        if folio.likely_mapped_shared() {
+            shared += 1;
+            if cc.is_khugepaged && shared > max.shared {
+                s.result = SCAN_EXCEED_SHARED_PTE;
+                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
                 return s;
             }
-            // A single page counts as shared if any part of the THP is.
-            if bindings::folio_likely_mapped_shared(folio) {
-                shared += 1;
-                if cc.is_khugepaged && shared > max_shared {
-                    s.result = SCAN_EXCEED_SHARED_PTE;
-                    count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
-                    return s;
-                }
-            }
-            // The node with the most pages gets the huge page.
-            let node = bindings::folio_nid(folio);
-            if bindings::hpage_collapse_scan_abort(node, cc) {
-                s.result = SCAN_SCAN_ABORT;
-                return s;
-            }
-            cc.node_load[node as usize] += 1;
-            if !bindings::folio_test_lru(folio) {
-                s.result = SCAN_PAGE_LRU;
-                return s;
-            }
-            if bindings::folio_test_locked(folio) {
-                s.result = SCAN_PAGE_LOCK;
-                return s;
-            }
-            // GUP (or other external) pins; racy, retried later.
-            if !is_refcount_suitable(folio) {
-                s.result = SCAN_PAGE_COUNT;
-                return s;
-            }
-            // khugepaged wants enough young PTEs to justify a collapse.
-            if cc.is_khugepaged
-                && (young
-                    || bindings::folio_test_young(folio)
-                    || bindings::folio_test_referenced(folio)
-                    || bindings::mmu_notifier_test_young(vma.mm(), addr) != 0)
-            {
-                s.referenced += 1;
-            }
+        }
+        // The node with the most pages gets the huge page.
+        let node = folio.nid();
+        if scan_abort(node, cc) {
+            s.result = SCAN_SCAN_ABORT;
+            return s;
+        }
+        cc.node_load[node as usize] += 1;
+        if !folio.is_lru() {
+            s.result = SCAN_PAGE_LRU;
+            return s;
+        }
+        if folio.is_locked() {
+            s.result = SCAN_PAGE_LOCK;
+            return s;
+        }
+        // GUP (or other external) pins; racy, retried later.
+        if !is_refcount_suitable(folio) {
+            s.result = SCAN_PAGE_COUNT;
+            return s;
+        }
+        // khugepaged wants enough young PTEs to justify a collapse.
+        if cc.is_khugepaged
+            && (pte.is_young()
+                || folio.is_young_or_referenced()
+                || vma.mmu_notifier_test_young(addr))
+        {
+            s.referenced += 1;
         }
     }
 

@@ -192,6 +192,11 @@ bool rust_helper_is_zone_device_page(const struct page *page)
 	return is_zone_device_page(page);
 }
 
+bool rust_helper_folio_is_zone_device(const struct folio *folio)
+{
+	return folio_is_zone_device(folio);
+}
+
 bool rust_helper_folio_likely_mapped_shared(struct folio *folio)
 {
 	return folio_likely_mapped_shared(folio);
@@ -397,6 +402,11 @@ pte_t rust_helper_ptep_get(pte_t *ptep)
 	return ptep_get(ptep);
 }
 
+int rust_helper_is_zero_pfn(unsigned long pfn)
+{
+	return is_zero_pfn(pfn);
+}
+
 unsigned long rust_helper_pte_pfn(pte_t pte)
 {
 	return pte_pfn(pte);
@@ -440,36 +450,6 @@ int rust_helper_pte_present(pte_t pte)
 spinlock_t *rust_helper_pte_lockptr(struct mm_struct *mm, pmd_t *pmd)
 {
 	return pte_lockptr(mm, pmd);
-}
-
-/* One call instead of two on the collapse loops' hot path. */
-int rust_helper_khugepaged_pte_state(pte_t pte)
-{
-	if (pte_none(pte))
-		return 0;
-	return pte_present(pte) ? 1 : 2;
-}
-
-/* Everything the anonymous scan and collapse check of a PTE, in one call. */
-unsigned int rust_helper_khugepaged_pte_flags(pte_t pte)
-{
-	unsigned int flags;
-
-	if (pte_none(pte))
-		return KHUGEPAGED_PTE_NONE;
-	if (!pte_present(pte))
-		return KHUGEPAGED_PTE_SWAP |
-		       (pte_swp_uffd_wp_any(pte) ? KHUGEPAGED_PTE_UFFD_WP : 0);
-	flags = KHUGEPAGED_PTE_PRESENT;
-	if (is_zero_pfn(pte_pfn(pte)))
-		flags |= KHUGEPAGED_PTE_ZERO;
-	if (pte_uffd_wp(pte))
-		flags |= KHUGEPAGED_PTE_UFFD_WP;
-	if (pte_write(pte))
-		flags |= KHUGEPAGED_PTE_WRITE;
-	if (pte_young(pte))
-		flags |= KHUGEPAGED_PTE_YOUNG;
-	return flags;
 }
 
 void rust_helper_pte_unmap(pte_t *pte)

@@ -7,6 +7,7 @@
 //! See the [lock order](crate::mm#lock-order).
 
 use crate::mm::virt::Vma;
+use crate::types::Opaque;
 use crate::{bindings, ffi::c_ulong};
 use core::{marker::PhantomData, ptr::NonNull};
 
@@ -201,15 +202,202 @@ impl Drop for NewFolio {
 /// `folio` must be live with more than `n` pages.
 #[inline]
 unsafe fn folio_page(folio: NonNull<bindings::folio>, n: usize) -> *mut bindings::page {
-    // The pages of a folio are contiguous in the memmap unless it is split
-    // in sections (SPARSEMEM without VMEMMAP): nth_page().
-    #[cfg(any(not(CONFIG_SPARSEMEM), CONFIG_SPARSEMEM_VMEMMAP))]
-    // SAFETY: a `struct folio` overlays its first `struct page`
-    // (`&folio->page`, mm_types.h), `n` is within the folio (safety
-    // requirements), and its `struct page`s are contiguous in this
-    // configuration.
-    return unsafe { folio.as_ptr().cast::<bindings::page>().add(n) };
-    #[cfg(all(CONFIG_SPARSEMEM, not(CONFIG_SPARSEMEM_VMEMMAP)))]
     // SAFETY: `n` is within the folio (safety requirements).
-    return unsafe { bindings::folio_page(folio.as_ptr(), n as c_ulong) };
+    unsafe { bindings::folio_page(folio.as_ptr(), n as c_ulong) }
+}
+
+// `mm/vmscan.c` and `mm/swap.c`, declared in `mm/internal.h`, which the
+// bindings do not include. `folio` embeds structs that are empty in some
+// configurations, which the lint flags; the pointer is passed through.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn folio_isolate_lru(folio: *mut bindings::folio) -> bool;
+    fn folio_putback_lru(folio: *mut bindings::folio);
+}
+
+/// A folio, borrowed: something the borrow stands for keeps it from being
+/// freed (a page table entry that maps it, read under the table's lock, as
+/// [`PteMapLock::normal_folio`] hands it out; a reference the caller
+/// holds). Its flags and counts can change meanwhile: what these methods
+/// return is a snapshot, as in C.
+///
+/// [`PteMapLock::normal_folio`]: crate::mm::pgtable::PteMapLock::normal_folio
+///
+/// # Invariants
+///
+/// The wrapped `struct folio` is live for as long as the `&Folio` is.
+#[repr(transparent)]
+pub struct Folio(Opaque<bindings::folio>);
+
+impl Folio {
+    /// Borrows the folio at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a folio that stays live for `'a`.
+    #[inline]
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::folio) -> &'a Self {
+        // SAFETY: `Folio` is a transparent wrapper of a live `struct folio`
+        // (safety requirements).
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the raw folio pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::folio {
+        self.0.get()
+    }
+
+    /// `folio_test_anon()`: mapped anonymous memory (or KSM).
+    #[inline]
+    pub fn is_anon(&self) -> bool {
+        // SAFETY: live (type invariant); reads the mapping pointer's flags.
+        unsafe { bindings::folio_test_anon(self.as_ptr()) }
+    }
+
+    /// `folio_test_large()`: more than one page.
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        // SAFETY: live (type invariant); reads a flag.
+        unsafe { bindings::folio_test_large(self.as_ptr()) }
+    }
+
+    /// `folio_test_lru()`: on an LRU list.
+    #[inline]
+    pub fn is_lru(&self) -> bool {
+        // SAFETY: live (type invariant); reads a flag.
+        unsafe { bindings::folio_test_lru(self.as_ptr()) }
+    }
+
+    /// `folio_test_locked()`.
+    #[inline]
+    pub fn is_locked(&self) -> bool {
+        // SAFETY: live (type invariant); reads a flag.
+        unsafe { bindings::folio_test_locked(self.as_ptr()) }
+    }
+
+    /// `folio_test_young() || folio_test_referenced()`: used lately, as
+    /// page idle tracking and reclaim record it.
+    #[inline]
+    pub fn is_young_or_referenced(&self) -> bool {
+        // SAFETY: live (type invariant); reads flags.
+        unsafe {
+            bindings::folio_test_young(self.as_ptr())
+                || bindings::folio_test_referenced(self.as_ptr())
+        }
+    }
+
+    /// `folio_test_swapcache()`.
+    #[inline]
+    pub fn is_swapcache(&self) -> bool {
+        // SAFETY: live (type invariant); reads flags.
+        unsafe { bindings::folio_test_swapcache(self.as_ptr()) }
+    }
+
+    /// `folio_test_private()`: has private data (buffer heads, ...).
+    #[inline]
+    pub fn has_private(&self) -> bool {
+        // SAFETY: live (type invariant); reads a flag.
+        unsafe { bindings::folio_test_private(self.as_ptr()) }
+    }
+
+    /// `folio_is_zone_device()`: device memory (no LRU, no copy).
+    #[inline]
+    pub fn is_zone_device(&self) -> bool {
+        // SAFETY: live (type invariant); reads the zone bits.
+        unsafe { bindings::folio_is_zone_device(self.as_ptr()) }
+    }
+
+    /// `folio_is_file_lru()`: on the file LRU lists when on one.
+    #[inline]
+    pub fn is_file_lru(&self) -> bool {
+        // SAFETY: live (type invariant); reads a flag.
+        unsafe { bindings::folio_is_file_lru(self.as_ptr()) != 0 }
+    }
+
+    /// `folio_nid()`: the NUMA node of its memory.
+    #[inline]
+    pub fn nid(&self) -> i32 {
+        // SAFETY: live (type invariant); reads the node bits.
+        unsafe { bindings::folio_nid(self.as_ptr()) }
+    }
+
+    /// `folio_order()`.
+    #[inline]
+    pub fn order(&self) -> u32 {
+        // SAFETY: live (type invariant).
+        unsafe { bindings::folio_order(self.as_ptr()) as u32 }
+    }
+
+    /// `folio_pfn()`: the page frame of its first page.
+    #[inline]
+    pub fn pfn(&self) -> c_ulong {
+        // SAFETY: live (type invariant).
+        unsafe { bindings::folio_pfn(self.as_ptr()) }
+    }
+
+    /// `folio->index`: its offset in its file, in pages (for a page-cache
+    /// folio; a swap-cache one keeps its swap entry there).
+    #[inline]
+    pub fn index(&self) -> c_ulong {
+        // SAFETY: live (type invariant); a plain read of a word, as C's.
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1.index }
+    }
+
+    /// `folio_nr_pages()`.
+    #[inline]
+    pub fn nr_pages(&self) -> usize {
+        // SAFETY: live (type invariant).
+        unsafe { bindings::folio_nr_pages(self.as_ptr()) as usize }
+    }
+
+    /// `folio_mapcount()`: the number of page table entries mapping it.
+    #[inline]
+    pub fn mapcount(&self) -> i32 {
+        // SAFETY: live (type invariant); reads atomics.
+        unsafe { bindings::folio_mapcount(self.as_ptr()) }
+    }
+
+    /// `folio_ref_count()`.
+    #[inline]
+    pub fn ref_count(&self) -> i32 {
+        // SAFETY: live (type invariant); reads an atomic.
+        unsafe { bindings::folio_ref_count(self.as_ptr()) }
+    }
+
+    /// `folio_isolate_lru()`: takes the folio off its LRU list, with a new
+    /// reference, so that reclaim and compaction leave it alone; `false` if
+    /// it was not on one.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold a reference (a mapping counts) and, on
+    /// success, account for the isolation (`NR_ISOLATED_*`) and end it
+    /// with [`Folio::putback_lru`].
+    #[inline]
+    pub unsafe fn isolate_lru(&self) -> bool {
+        // SAFETY: live and referenced (safety requirements).
+        unsafe { folio_isolate_lru(self.as_ptr()) }
+    }
+
+    /// `folio_putback_lru()`: puts an isolated folio back on an LRU list
+    /// and drops the reference the isolation took.
+    ///
+    /// # Safety
+    ///
+    /// The folio must have been isolated by [`Folio::isolate_lru`], whose
+    /// reference the caller gives up; the isolation must be unaccounted.
+    #[inline]
+    pub unsafe fn putback_lru(&self) {
+        // SAFETY: isolated (safety requirements).
+        unsafe { folio_putback_lru(self.as_ptr()) }
+    }
+
+    /// `folio_likely_mapped_shared()`: probably mapped by more than one
+    /// process (a heuristic, as in C).
+    #[inline]
+    pub fn likely_mapped_shared(&self) -> bool {
+        // SAFETY: live (type invariant); reads atomics.
+        unsafe { bindings::folio_likely_mapped_shared(self.as_ptr()) }
+    }
 }

@@ -7,7 +7,7 @@
 //! C header: [`include/linux/pgtable.h`](srctree/include/linux/pgtable.h).
 //! See the [lock order](crate::mm#lock-order).
 
-use crate::mm::folio::NewFolio;
+use crate::mm::folio::{Folio, NewFolio};
 use crate::mm::mmu_notifier::MmuInvalidation;
 use crate::mm::read_once;
 use crate::mm::rmap::AnonVmaWriteGuard;
@@ -179,6 +179,101 @@ impl<'a> Pmd<'a> {
     }
 }
 
+/// The value of a page table entry (`pte_t`), as read from its table.
+///
+/// A value, not a reference: what it says holds for as long as the
+/// table's lock (or a check repeated under it) keeps the entry as read.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Pte(bindings::pte_t);
+
+impl Pte {
+    /// Wraps an entry value.
+    #[inline]
+    pub fn from_raw(pte: bindings::pte_t) -> Self {
+        Self(pte)
+    }
+
+    /// The entry value.
+    #[inline]
+    pub fn as_raw(self) -> bindings::pte_t {
+        self.0
+    }
+
+    /// `pte_none()`: the entry is empty.
+    #[inline]
+    pub fn is_none(self) -> bool {
+        // SAFETY: only looks at the value.
+        unsafe { bindings::pte_none(self.0) != 0 }
+    }
+
+    /// `pte_present()`: the entry maps a page.
+    #[inline]
+    pub fn is_present(self) -> bool {
+        // SAFETY: only looks at the value.
+        unsafe { bindings::pte_present(self.0) != 0 }
+    }
+
+    /// `is_swap_pte()`: neither empty nor present (a swap, migration or
+    /// device entry, or a marker).
+    #[inline]
+    pub fn is_swap(self) -> bool {
+        !self.is_none() && !self.is_present()
+    }
+
+    /// The page frame a present entry maps (`pte_pfn()`), `None` for any
+    /// other entry.
+    #[inline]
+    pub fn pfn(self) -> Option<c_ulong> {
+        // SAFETY: only looks at the value.
+        self.is_present()
+            .then(|| unsafe { bindings::pte_pfn(self.0) })
+    }
+
+    /// A present entry of the zero page (`is_zero_pfn(pte_pfn())`).
+    #[inline]
+    pub fn is_zero_page(self) -> bool {
+        // SAFETY: only looks at the value.
+        self.pfn()
+            .is_some_and(|pfn| unsafe { bindings::is_zero_pfn(pfn) } != 0)
+    }
+
+    /// `pte_none() || is_zero_pfn(pte_pfn())` of a present entry: a hole,
+    /// as a collapse counts them.
+    #[inline]
+    pub fn is_none_or_zero(self) -> bool {
+        self.is_none() || self.is_zero_page()
+    }
+
+    /// The uffd-wp bit: `pte_uffd_wp()` of a present entry,
+    /// `pte_swp_uffd_wp_any()` (markers included) of a swap entry.
+    #[inline]
+    pub fn uffd_wp(self) -> bool {
+        // SAFETY: only look at the value.
+        unsafe {
+            if self.is_present() {
+                bindings::pte_uffd_wp(self.0)
+            } else {
+                !self.is_none() && bindings::pte_swp_uffd_wp_any(self.0)
+            }
+        }
+    }
+
+    /// `pte_write()` of a present entry.
+    #[inline]
+    pub fn is_write(self) -> bool {
+        // SAFETY: only looks at the value.
+        self.is_present() && unsafe { bindings::pte_write(self.0) != 0 }
+    }
+
+    /// `pte_young()` of a present entry.
+    #[inline]
+    pub fn is_young(self) -> bool {
+        // SAFETY: only looks at the value.
+        self.is_present() && unsafe { bindings::pte_young(self.0) != 0 }
+    }
+}
+
 mod private {
     /// Seals [`super::PtlHeld`]: only the guards of this module implement it.
     pub trait Sealed {}
@@ -199,20 +294,12 @@ pub trait PtlHeld: private::Sealed {
 ///
 /// `ptes` must point to [`HPAGE_PMD_NR`] mapped PTEs.
 #[inline]
-unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings::pte_t> {
+unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<Pte> {
     if i >= HPAGE_PMD_NR {
         return None;
     }
-    // x86 uses the generic ptep_get(), READ_ONCE(*ptep): a volatile read
-    // saves an out-of-line call per PTE. Elsewhere (arm64's contpte, ...)
-    // the arch's ptep_get() is called.
-    #[cfg(CONFIG_X86)]
-    // SAFETY: `i` is within the mapped entries (safety requirements), which
-    // are aligned `pte_t`s.
-    return Some(unsafe { read_once(ptes.as_ptr().add(i)) });
-    #[cfg(not(CONFIG_X86))]
     // SAFETY: `i` is within the mapped entries (safety requirements).
-    return Some(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) });
+    Some(Pte(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) }))
 }
 
 /// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock
@@ -250,12 +337,15 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<bindings:
 /// let ptes = pmd.map_lock().ok_or(EINVAL)?;
 /// let ptl = ptes.raw_ptl();
 /// assert!(locked(ptl));
-/// // SAFETY: these only look at the values.
-/// unsafe {
-///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
-///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
-/// }
+/// assert!(ptes.get(0).ok_or(EINVAL)?.is_none());
+/// let pte = ptes.get(1).ok_or(EINVAL)?;
+/// assert!(pte.is_present() && pte.is_write() && !pte.is_zero_page() && !pte.is_swap());
 /// assert!(ptes.get(HPAGE_PMD_NR).is_none());
+/// // Entry 1 maps a small anonymous folio, entry 0 nothing.
+/// assert!(ptes.normal_folio(0).is_none());
+/// let (folio, page) = ptes.normal_folio(1).ok_or(EINVAL)?;
+/// assert!(folio.is_anon() && !folio.is_large() && folio.mapcount() == 1);
+/// assert_eq!(page, folio.as_ptr().cast());
 /// drop(ptes);
 /// assert!(!locked(ptl));
 ///
@@ -320,7 +410,7 @@ impl<'p> PteMapLock<'p> {
 
     /// Reads entry `i`, or `None` past the PMD range.
     #[inline]
-    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+    pub fn get(&self, i: usize) -> Option<Pte> {
         // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
         unsafe { read_pte(self.ptes, i) }
     }
@@ -329,6 +419,28 @@ impl<'p> PteMapLock<'p> {
     #[inline]
     pub fn raw_ptl(&self) -> *mut bindings::spinlock_t {
         self.ptl.as_ptr()
+    }
+
+    /// The page that entry `i` maps and its folio, as `vm_normal_page()`
+    /// sees them: `None` for an entry that is not present or maps no
+    /// normal page (the zero page, a PFN map). Zone-device pages are
+    /// returned too ([`Folio::is_zone_device`]).
+    ///
+    /// The folio stays live while `self` is borrowed: the entry, which
+    /// holds a reference to it, cannot change while its lock is held.
+    #[inline]
+    pub fn normal_folio(&self, i: usize) -> Option<(&Folio, *mut bindings::page)> {
+        let pte = self.get(i).filter(|pte| pte.is_present())?;
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a
+        // present entry read under its table's lock.
+        let page = unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.0) };
+        if page.is_null() {
+            return None;
+        }
+        // SAFETY: a mapped page; its folio is live while the entry maps it,
+        // which the held lock keeps for the borrow of `self`.
+        Some((unsafe { Folio::from_raw(bindings::page_folio(page)) }, page))
     }
 }
 
@@ -386,7 +498,7 @@ impl<'p> PteMap<'p> {
 
     /// Reads entry `i`, or `None` past the PMD range.
     #[inline]
-    pub fn get(&self, i: usize) -> Option<bindings::pte_t> {
+    pub fn get(&self, i: usize) -> Option<Pte> {
         // SAFETY: `ptes` starts `HPAGE_PMD_NR` mapped entries (invariant).
         unsafe { read_pte(self.ptes, i) }
     }
@@ -713,11 +825,8 @@ impl DetachedTable<'_> {
 /// // Detached: the entry is empty, the table keeps its PTEs.
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::None);
 /// let ptes = detached.map_lock().ok_or(EINVAL)?;
-/// // SAFETY: these only look at the values.
-/// unsafe {
-///     assert!(bindings::pte_none(ptes.get(0).ok_or(EINVAL)?) != 0);
-///     assert!(bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) != 0);
-/// }
+/// assert!(ptes.get(0).ok_or(EINVAL)?.is_none());
+/// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
 /// // Unlocked, still mapped.
 /// let ptes = ptes.unlock();
 /// // Dropped: the table is back, PTEs and all.
@@ -725,8 +834,7 @@ impl DetachedTable<'_> {
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
 /// drop(ptes);
 /// let ptes = pmd.map_lock().ok_or(EINVAL)?;
-/// // SAFETY: only looks at the value.
-/// assert!(unsafe { bindings::pte_present(ptes.get(1).ok_or(EINVAL)?) } != 0);
+/// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
 /// # Ok::<(), Error>(())
 /// ```
 #[must_use = "dropping it puts the page table back"]

@@ -178,6 +178,14 @@ impl<'a> Vma<'a> {
         unsafe { (*self.as_ptr()).vm_ops }.is_null()
     }
 
+    /// `mmu_notifier_test_young(vma->vm_mm, addr)`: whether a secondary
+    /// MMU (KVM, ...) used the page at `addr` lately.
+    #[inline]
+    pub fn mmu_notifier_test_young(&self, addr: c_ulong) -> bool {
+        // SAFETY: a VMA's mm outlives it.
+        unsafe { bindings::mmu_notifier_test_young(self.mm(), addr) != 0 }
+    }
+
     /// `userfaultfd_wp(vma)`.
     #[inline]
     pub fn userfaultfd_wp(&self) -> bool {

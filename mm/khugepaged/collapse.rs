@@ -19,7 +19,7 @@
 //! `khugepaged_skip_cow_extents` is set.
 
 use kernel::bindings;
-use kernel::ffi::{c_long, c_ulong};
+use kernel::ffi::c_ulong;
 use kernel::mm::folio::LockedFolio;
 use kernel::mm::mmu_notifier::MmuNotifierRange;
 use kernel::mm::pgtable::{Pmd, PmdKind, Pte, PtlHeld};
@@ -63,18 +63,13 @@ pub(crate) fn find_pte_table<'a>(vma: &Vma<'a>, haddr: c_ulong) -> Result<Pmd<'a
 /// `set_huge_pmd()`: maps the locked PMD-order `folio` by a huge PMD at
 /// `pmd` through `do_set_pmd()`.
 fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
-    let mut vmf = bindings::vm_fault::default();
-    vmf.__bindgen_anon_1.vma = pmd.vma().as_ptr();
-    vmf.__bindgen_anon_1.address = pmd.haddr();
-    vmf.pmd = pmd.as_ptr();
-    // SAFETY: the folio is locked and PMD-sized, the mmap lock is held and
-    // `pmd` is the entry for `haddr` in the VMA's mm: do_set_pmd()'s
-    // contract.
-    if unsafe { bindings::do_set_pmd(&mut vmf, folio.page(0)) } != 0 {
-        return SCAN_FAIL;
+    // SAFETY: collapse_pte_mapped_thp() runs under the mmap lock, found
+    // `pmd` through a VMA of it, and `folio` in the VMA's page cache.
+    if unsafe { pmd.map_file_folio(folio) } {
+        SCAN_SUCCEED
+    } else {
+        SCAN_FAIL
     }
-    folio.get_for_mapping();
-    SCAN_SUCCEED
 }
 
 /// The page that PTE `ptent` at `addr` of `vma` maps, as step 1 and 2 see
@@ -111,12 +106,10 @@ fn abort_cleared(mmap: &MmapLocked<'_>, folio: &LockedFolio<'_>, nr_ptes: i32) {
     if nr_ptes == 0 {
         return;
     }
-    // SAFETY: the mm is live.
-    unsafe { bindings::flush_tlb_mm(mmap.as_ptr()) };
+    mmap.flush_tlb();
     // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
     unsafe { folio.ref_sub_mappings(nr_ptes) };
-    // SAFETY: the mm is live.
-    unsafe { bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long)) };
+    mmap.add_mm_counter(folio.mm_counter(), -(nr_ptes as i64));
 }
 
 /// Tries to collapse the PTE-mapped THP at `addr` of the mm that `mmap`
@@ -269,16 +262,19 @@ pub(crate) fn collapse_pte_mapped_thp(
     if nr_ptes > 0 {
         // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
         unsafe { folio.ref_sub_mappings(nr_ptes) };
-        // SAFETY: the mm is live.
-        unsafe {
-            bindings::add_mm_counter(mmap.as_ptr(), folio.mm_counter(), -(nr_ptes as c_long))
-        };
+        mmap.add_mm_counter(folio.mm_counter(), -(nr_ptes as i64));
     }
 
     // Step 4: remove the empty page table.
     let Some(both) = held.or_else(|| pmd.lock().nest_table_lock()) else {
         // Unreachable: the mmap and folio locks keep the (now empty) table
-        // attached; if not, leave it alone.
+        // attached. If it were not, leave it alone, but the entries step 2
+        // cleared may still be in TLBs, for pages whose references step 3
+        // dropped: flush them before anything can free those pages.
+        warn_on_once(true);
+        if nr_ptes > 0 {
+            mmap.flush_tlb();
+        }
         return SCAN_FAIL;
     };
     // SAFETY: step 2 cleared every PTE under this table's lock, dropped

@@ -356,16 +356,20 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
         if pte.is_none_or_zero() {
-            // SAFETY: the mm is live; a hole becomes a page of the THP.
-            unsafe { bindings::add_mm_counter(mm, bindings::MM_ANONPAGES as c_int, 1) };
+            // A hole becomes a page of the THP.
+            vma.add_mm_counter(bindings::MM_ANONPAGES as i32, 1);
             if pte.is_none() {
                 continue;
             }
             {
                 // The PTE lock is mostly unnecessary here.
                 let held = ptes.lock();
-                let cleared = ptes.clear(&held, i);
-                debug_assert!(cleared);
+                // The lock of this table and an entry of the range: a
+                // failed clear would leave a mapping of a freed page.
+                assert!(
+                    ptes.clear(&held, i),
+                    "PTE {i} of a detached table not cleared"
+                );
             }
             // SAFETY: the zero-page entry was just cleared.
             unsafe { bindings::ksm_might_unmap_zero_page(mm, pte.as_raw()) };
@@ -386,8 +390,12 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
                 // Under the PTE lock, which also disables preemption for
                 // the per-cpu stats of folio_remove_rmap_pte().
                 let held = ptes.lock();
-                let cleared = ptes.clear(&held, i);
-                debug_assert!(cleared);
+                // The lock of this table and an entry of the range: a
+                // failed clear would leave a mapping of a freed page.
+                assert!(
+                    ptes.clear(&held, i),
+                    "PTE {i} of a detached table not cleared"
+                );
                 // SAFETY: the entry mapping `page` of `vma` was cleared.
                 unsafe { bindings::folio_remove_rmap_pte(src, page, vma.as_ptr()) };
             }

@@ -12,7 +12,7 @@
 //!
 //! mmap_lock -> folio lock -> i_mmap_rwsem -> (anon_vma ->) pmd lock ->
 //! pte lock, as in `mm/rmap.c`. All locks are taken through the guards in
-//! [`kernel::mm::guard`], whose types encode this order; see that module.
+//! [`kernel::mm`], whose types encode this order; see that module.
 
 mod collapse;
 mod collapse_anon;

@@ -15,6 +15,13 @@ pub(crate) fn count_event(item: bindings::vm_event_item) {
     unsafe { bindings::count_vm_event(item) };
 }
 
+/// `WARN_ON_ONCE(cond)`: a one-time kernel warning with a backtrace if
+/// `cond`, which is returned.
+pub(crate) fn warn_on_once(cond: bool) -> bool {
+    // SAFETY: no requirements.
+    unsafe { bindings::warn_on_once(cond) }
+}
+
 /// `hpage_collapse_scan_abort()`: whether the scan should stop because a
 /// page of node `nid` is too far from those seen so far (node reclaim).
 pub(crate) fn scan_abort(nid: i32, cc: &mut bindings::collapse_control) -> bool {

@@ -160,8 +160,7 @@ fn walk_mm(
                 let Some(file) = FileRef::of(&vma) else {
                     break;
                 };
-                // SAFETY: the VMA is valid and maps `*addr`.
-                let pgoff = unsafe { bindings::linear_page_index(vma.as_ptr(), *addr) };
+                let pgoff = vma.linear_page_index(*addr);
                 drop(mmap);
                 // Through the C dispatcher, as the C loop does: the
                 // selected implementation (Rust here) runs and is counted.

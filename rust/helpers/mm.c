@@ -182,6 +182,12 @@ bool rust_helper_folio_test_locked(const struct folio *folio)
 	return folio_test_locked(folio);
 }
 
+/* The warning points here; its backtrace at the Rust caller. */
+bool rust_helper_warn_on_once(bool cond)
+{
+	return WARN_ON_ONCE(cond);
+}
+
 struct folio *rust_helper_page_folio(struct page *page)
 {
 	return page_folio(page);

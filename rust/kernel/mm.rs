@@ -166,6 +166,21 @@ impl<'a> MmapLocked<'a> {
         self.mm.as_ptr()
     }
 
+    /// `flush_tlb_mm()`: flushes every TLB entry of the mm, on every CPU.
+    #[inline]
+    pub fn flush_tlb(&self) {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { bindings::flush_tlb_mm(self.as_ptr()) };
+    }
+
+    /// `add_mm_counter(mm, member, value)`: adjusts an rss counter
+    /// (`MM_FILEPAGES`, `MM_ANONPAGES`, ...).
+    #[inline]
+    pub fn add_mm_counter(&self, member: i32, value: i64) {
+        // SAFETY: the mm is live (type invariant); a per-cpu counter.
+        unsafe { bindings::add_mm_counter(self.as_ptr(), member, value as _) };
+    }
+
     /// Wraps a VMA of this mm that C code passed in.
     ///
     /// # Safety

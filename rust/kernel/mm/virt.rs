@@ -178,6 +178,22 @@ impl<'a> Vma<'a> {
         unsafe { (*self.as_ptr()).vm_ops }.is_null()
     }
 
+    /// `linear_page_index(vma, addr)`: the file offset, in pages, that
+    /// `addr` maps.
+    #[inline]
+    pub fn linear_page_index(&self, addr: c_ulong) -> c_ulong {
+        // SAFETY: the VMA is valid (type invariant).
+        unsafe { bindings::linear_page_index(self.as_ptr(), addr) }
+    }
+
+    /// `add_mm_counter(vma->vm_mm, member, value)`: adjusts an rss counter
+    /// of the VMA's mm.
+    #[inline]
+    pub fn add_mm_counter(&self, member: i32, value: i64) {
+        // SAFETY: a VMA's mm outlives it; a per-cpu counter.
+        unsafe { bindings::add_mm_counter(self.mm(), member, value as _) };
+    }
+
     /// `mmu_notifier_test_young(vma->vm_mm, addr)`: whether a secondary
     /// MMU (KVM, ...) used the page at `addr` lately.
     #[inline]

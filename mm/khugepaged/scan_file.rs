@@ -15,80 +15,12 @@
 
 use core::ptr::NonNull;
 use kernel::bindings;
-use kernel::ffi::{c_int, c_ulong, c_void};
+use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::folio::Folio;
+use kernel::mm::rmap::{Mapping, PageCacheEntry};
 use kernel::mm::{HPAGE_PMD_NR, HPAGE_PMD_ORDER};
-use kernel::sync::rcu;
 
 use crate::scan::*;
-
-/// A page-cache walk (`struct xa_state`) inside its own RCU read-side
-/// section.
-///
-/// # Invariants
-///
-/// `xas` walks the `i_pages` of a mapping that stays live while the walk
-/// exists; the entries it returns are only valid until the next call of
-/// [`XaWalk::next`] or [`XaWalk::pause_resched`], or the walk's end.
-struct XaWalk {
-    xas: bindings::xa_state,
-    rcu: rcu::Guard,
-}
-
-impl XaWalk {
-    /// `rcu_read_lock()` and `XA_STATE(xas, &mapping->i_pages, index)`.
-    ///
-    /// # Safety
-    ///
-    /// `mapping` must stay live while the walk exists.
-    unsafe fn new(mapping: NonNull<bindings::address_space>, index: c_ulong) -> Self {
-        let mut xas = bindings::xa_state::default();
-        // SAFETY: `xas` is ours; the mapping is live (safety requirements).
-        unsafe {
-            bindings::xa_state_init(
-                &mut xas,
-                core::ptr::addr_of_mut!((*mapping.as_ptr()).i_pages),
-                index,
-            )
-        };
-        // INVARIANT: as the safety requirements.
-        Self {
-            xas,
-            rcu: rcu::read_lock(),
-        }
-    }
-
-    /// The next present entry up to index `max` (`xas_find()`, which
-    /// `xas_for_each()` falls back to), with retry and zero entries
-    /// skipped (`xas_retry()`).
-    fn next(&mut self, max: c_ulong) -> Option<NonNull<c_void>> {
-        loop {
-            // SAFETY: a live walk inside an RCU section (type invariant).
-            let entry = NonNull::new(unsafe { bindings::xas_find(&mut self.xas, max) })?;
-            // SAFETY: as above; `xas_retry()` resets the walk if needed.
-            if !unsafe { bindings::xas_retry(&mut self.xas, entry.as_ptr()) } {
-                return Some(entry);
-            }
-        }
-    }
-
-    /// `xas_get_order()` of the entry just returned.
-    fn order(&mut self) -> u32 {
-        // SAFETY: a live walk inside an RCU section (type invariant).
-        unsafe { bindings::xas_get_order(&mut self.xas) as u32 }
-    }
-
-    /// `xas_pause()` and `cond_resched_rcu()`: lets the CPU go, leaving
-    /// the RCU section for a moment; the walk goes on from the next index.
-    fn pause_resched(&mut self) {
-        // SAFETY: a live walk (type invariant).
-        unsafe { bindings::xas_pause(&mut self.xas) };
-        // SAFETY: the walk's section is the only one open: the C callers of
-        // hpage_collapse_scan_file() hold none, and the scan maps no PTE
-        // table.
-        unsafe { self.rcu.cond_resched() };
-    }
-}
 
 /// `is_refcount_suitable()`: the folio has no reference beyond its
 /// mappings, the page (or swap) cache and its private data. Racy, as in
@@ -118,10 +50,13 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
     start: c_ulong,
     cc: &mut bindings::collapse_control,
 ) -> ScanResult {
-    // SAFETY: the caller holds a reference on `file`.
+    // SAFETY: the caller holds a reference on `file`, which pins its
+    // mapping.
     let Some(mapping) = NonNull::new(unsafe { (*file.as_ptr()).f_mapping }) else {
         return SCAN_FAIL;
     };
+    // SAFETY: as above, for the whole call.
+    let mapping = unsafe { Mapping::from_raw(mapping) };
     let last = start + HPAGE_PMD_NR as c_ulong - 1;
     let mut present: c_int = 0;
     let mut swap: c_int = 0;
@@ -131,23 +66,20 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
     cc.node_load = [0; bindings::MAX_NUMNODES as usize];
     cc.alloc_nmask = Default::default();
 
-    // SAFETY: the file reference keeps the mapping live.
-    let mut xas = unsafe { XaWalk::new(mapping, start) };
+    let mut xas = mapping.walk(start);
     while let Some(entry) = xas.next(last) {
-        // SAFETY: `xa_is_value()` only looks at the pointer value.
-        if unsafe { bindings::xa_is_value(entry.as_ptr()) } {
-            swap += 1 << xas.order();
-            if cc.is_khugepaged && swap > MaxPtes::read().swap {
-                result = SCAN_EXCEED_SWAP_PTE;
-                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
-                break;
+        let folio = match entry {
+            PageCacheEntry::Value { order } => {
+                swap += 1 << order;
+                if cc.is_khugepaged && swap > MaxPtes::read().swap {
+                    result = SCAN_EXCEED_SWAP_PTE;
+                    count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
+                    break;
+                }
+                continue;
             }
-            continue;
-        }
-
-        // SAFETY: a non-value entry of the page cache is a folio, live
-        // while the RCU section (in `xas`) lasts, that is for this turn.
-        let folio = unsafe { Folio::from_raw(entry.as_ptr().cast()) };
+            PageCacheEntry::Folio(folio) => folio,
+        };
         if folio.order() == HPAGE_PMD_ORDER && folio.index() == start {
             // Maybe PMD-mapped: the caller's collapse_pte_mapped_thp()
             // does not touch the page cache, so the LRU and refcount
@@ -181,7 +113,10 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
 
         // SAFETY: no requirements.
         if unsafe { bindings::need_resched() } {
-            xas.pause_resched();
+            // SAFETY: the walk's section is the only one open: the C
+            // callers of hpage_collapse_scan_file() hold none, and the scan
+            // maps no PTE table.
+            unsafe { xas.pause_resched() };
         }
     }
     // rcu_read_unlock().

@@ -6,7 +6,9 @@
 //! C header: [`include/linux/rmap.h`](srctree/include/linux/rmap.h).
 //! See the [lock order](crate::mm#lock-order).
 
+use crate::mm::folio::Folio;
 use crate::mm::virt::Vma;
+use crate::sync::rcu;
 use crate::{bindings, ffi::c_ulong};
 use core::{marker::PhantomData, ptr::NonNull};
 
@@ -42,6 +44,27 @@ impl<'a> Mapping<'a> {
     #[inline]
     pub fn as_ptr(&self) -> *mut bindings::address_space {
         self.mapping.as_ptr()
+    }
+
+    /// Starts a walk of the page cache at `index`, in an RCU read-side
+    /// section of its own.
+    #[inline]
+    pub fn walk(&self, index: c_ulong) -> PageCacheWalk<'a> {
+        let mut xas = bindings::xa_state::default();
+        // SAFETY: `xas` is ours; the mapping is live (type invariant).
+        unsafe {
+            bindings::xa_state_init(
+                &mut xas,
+                core::ptr::addr_of_mut!((*self.as_ptr()).i_pages),
+                index,
+            )
+        };
+        // INVARIANT: the mapping lives for `'a`; the section starts here.
+        PageCacheWalk {
+            xas,
+            rcu: rcu::read_lock(),
+            _mapping: PhantomData,
+        }
     }
 
     /// Takes `i_mmap_rwsem` for reading (`i_mmap_lock_read()`).
@@ -86,6 +109,109 @@ impl<'a> Mapping<'a> {
             last,
             _lock: PhantomData,
         }
+    }
+}
+
+/// An entry of a page-cache walk ([`Mapping::walk`]), valid until the
+/// walk moves on.
+pub enum PageCacheEntry<'w> {
+    /// A folio, live while the walk's RCU section keeps it: its
+    /// reference count may drop to zero meanwhile (it is being freed or
+    /// split), which the checks of a scan must allow for, as in C.
+    Folio(&'w Folio),
+    /// A value entry (a swapped-out shmem page, a shadow entry) covering
+    /// `1 << order` indices.
+    Value {
+        /// `xas_get_order()` of the entry.
+        order: u32,
+    },
+}
+
+/// A walk of a file's page cache (`struct xa_state` on `i_pages`) inside
+/// its own RCU read-side section (`rcu_read_lock()`, `XA_STATE()`,
+/// `xas_for_each()`).
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::rmap::PageCacheEntry};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// // Shared anonymous memory: shmem, so a page cache.
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, true)?;
+/// mm.write(ADDR + 3 * 4096, &[1])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let mapping = vma.mapping().ok_or(EINVAL)?;
+/// let mut walk = mapping.walk(0);
+/// // SAFETY: only looks at the flag.
+/// let rcu_held = || unsafe { bindings::rcu_read_lock_held() } != 0;
+/// assert!(rcu_held());
+/// // The one page written, at index 3, then nothing up to index 511.
+/// match walk.next(511).ok_or(EINVAL)? {
+///     PageCacheEntry::Folio(folio) => assert_eq!(folio.index(), 3),
+///     PageCacheEntry::Value { .. } => return Err(EINVAL),
+/// }
+/// assert!(walk.next(511).is_none());
+/// drop(walk);
+/// assert!(!rcu_held());
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// # Invariants
+///
+/// `xas` walks the `i_pages` of a mapping that stays live for `'a`, and
+/// `rcu` is the section the entries it returns are found under.
+#[must_use = "the RCU read-side section ends when the walk is dropped"]
+pub struct PageCacheWalk<'a> {
+    xas: bindings::xa_state,
+    rcu: rcu::Guard,
+    _mapping: PhantomData<&'a ()>,
+}
+
+impl PageCacheWalk<'_> {
+    /// The next present entry up to index `max` (`xas_find()`, which
+    /// `xas_for_each()` falls back to), retry entries skipped
+    /// (`xas_retry()`).
+    #[inline]
+    pub fn next(&mut self, max: c_ulong) -> Option<PageCacheEntry<'_>> {
+        loop {
+            // SAFETY: a live walk inside its RCU section (type invariant).
+            let entry = NonNull::new(unsafe { bindings::xas_find(&mut self.xas, max) })?;
+            // SAFETY: as above; `xas_retry()` resets the walk if needed.
+            if unsafe { bindings::xas_retry(&mut self.xas, entry.as_ptr()) } {
+                continue;
+            }
+            // SAFETY: `xa_is_value()` only looks at the pointer value.
+            if unsafe { bindings::xa_is_value(entry.as_ptr()) } {
+                // SAFETY: a live walk, at the entry just found.
+                let order = unsafe { bindings::xas_get_order(&mut self.xas) } as u32;
+                return Some(PageCacheEntry::Value { order });
+            }
+            // SAFETY: any other entry of `i_pages` is a folio, which the RCU
+            // section keeps from being freed until the walk moves on (the
+            // borrow of `self`).
+            return Some(PageCacheEntry::Folio(unsafe {
+                Folio::from_raw(entry.as_ptr().cast())
+            }));
+        }
+    }
+
+    /// `xas_pause()` and `cond_resched_rcu()`: lets the CPU go, leaving the
+    /// RCU section for a moment; the walk goes on from the next index.
+    ///
+    /// # Safety
+    ///
+    /// No other RCU read-side section may be open in this task (see
+    /// [`rcu::Guard::cond_resched`]).
+    #[inline]
+    pub unsafe fn pause_resched(&mut self) {
+        // SAFETY: a live walk (type invariant).
+        unsafe { bindings::xas_pause(&mut self.xas) };
+        // SAFETY: the walk's section is the only one open (safety
+        // requirements), and no entry outlives this call (`&mut self`).
+        unsafe { self.rcu.cond_resched() };
     }
 }
 

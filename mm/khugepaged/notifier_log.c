@@ -198,8 +198,14 @@ static const struct file_operations notifier_log_fops = {
 
 static int __init notifier_log_init(void)
 {
-	struct dentry *dir = debugfs_create_dir("khugepaged", NULL);
+	/* Shared with impl_stats (mm/khugepaged.c), whichever comes first. */
+	struct dentry *dir = debugfs_lookup("khugepaged", NULL);
 
+	/* debugfs pins its directories: the lookup's reference is not needed. */
+	if (dir)
+		dput(dir);
+	else
+		dir = debugfs_create_dir("khugepaged", NULL);
 	debugfs_create_file("notifier_log", 0600, dir, NULL,
 			    &notifier_log_fops);
 	return 0;

@@ -64,7 +64,7 @@ main() {
 	done
 	echo "@@TAINT end=$(cat /proc/sys/kernel/tainted)"
 	echo "@@IMPL_STATS"
-	cat $THP/khugepaged/impl_stats
+	cat /sys/kernel/debug/khugepaged/impl_stats
 	echo "@@END"
 }
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Jobs of `make test`, sourced by /init once per implementation ($impl).
 
-STATS=/sys/kernel/mm/transparent_hugepage/khugepaged/impl_stats
+STATS=/sys/kernel/debug/khugepaged/impl_stats
 
 # run SUITE COMMAND...: run a test, bracketed by markers with its exit code
 # and the kernel's taint mask before and after, then what it added to each

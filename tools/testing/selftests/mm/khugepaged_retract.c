@@ -15,7 +15,7 @@
  *
  * The children map the file themselves after fork(), so that each process
  * has exactly one mapping of it. "Retracted" is checked twice: the
- * retract_page_tables line of khugepaged/impl_stats for the running
+ * retract_page_tables line of <debugfs>/khugepaged/impl_stats for the running
  * implementation grows by exactly 2 tables, and after the collapse only
  * the collapser and the peer are PMD-mapped (a refault maps a PMD only
  * where the PMD entry is empty).

@@ -21,6 +21,8 @@
 #define THP_SYSFS	"/sys/kernel/mm/transparent_hugepage/"
 #define KHUGEPAGED_SYSFS THP_SYSFS "khugepaged/"
 #define TRACEFS		"/sys/kernel/tracing/"
+/* The counters of each implementation (debugfs, mounted here). */
+#define IMPL_STATS	"/sys/kernel/debug/khugepaged/impl_stats"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE	25
@@ -124,7 +126,7 @@ static inline int current_impl(char *name, size_t len)
 }
 
 /*
- * The two counters of khugepaged/impl_stats's line "<impl> @fn <first>
+ * The two counters of <debugfs>/khugepaged/impl_stats's line "<impl> @fn <first>
  * <second>" for implementation @impl, or summed over all of them if @impl
  * is NULL. Returns 0, or -1 if no such line was found.
  */
@@ -132,7 +134,7 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
 			    long *second)
 {
 	char line[256], name[32], f[64];
-	FILE *file = fopen(KHUGEPAGED_SYSFS "impl_stats", "r");
+	FILE *file = fopen(IMPL_STATS, "r");
 	int found = -1;
 	long a, b;
 

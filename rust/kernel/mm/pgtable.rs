@@ -206,46 +206,69 @@ impl<'a> Pmd<'a> {
     }
 }
 
+/// What kind of entry a [`Pte`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PteKind {
+    /// `pte_none()`.
+    None,
+    /// `pte_present()`.
+    Present,
+    /// Neither (`is_swap_pte()`).
+    Swap,
+}
+
 /// The value of a page table entry (`pte_t`), as read from its table.
 ///
 /// A value, not a reference: what it says holds for as long as the
 /// table's lock (or a check repeated under it) keeps the entry as read.
+/// Whether it is empty, present or neither is found once, when it is
+/// read: the other queries depend on it.
 #[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct Pte(bindings::pte_t);
+pub struct Pte {
+    raw: bindings::pte_t,
+    kind: PteKind,
+}
 
 impl Pte {
     /// Wraps an entry value.
     #[inline]
-    pub fn from_raw(pte: bindings::pte_t) -> Self {
-        Self(pte)
+    pub fn from_raw(raw: bindings::pte_t) -> Self {
+        // SAFETY: these only look at the value.
+        let kind = unsafe {
+            if bindings::pte_none(raw) != 0 {
+                PteKind::None
+            } else if bindings::pte_present(raw) != 0 {
+                PteKind::Present
+            } else {
+                PteKind::Swap
+            }
+        };
+        Self { raw, kind }
     }
 
     /// The entry value.
     #[inline]
     pub fn as_raw(self) -> bindings::pte_t {
-        self.0
+        self.raw
     }
 
     /// `pte_none()`: the entry is empty.
     #[inline]
     pub fn is_none(self) -> bool {
-        // SAFETY: only looks at the value.
-        unsafe { bindings::pte_none(self.0) != 0 }
+        self.kind == PteKind::None
     }
 
     /// `pte_present()`: the entry maps a page.
     #[inline]
     pub fn is_present(self) -> bool {
-        // SAFETY: only looks at the value.
-        unsafe { bindings::pte_present(self.0) != 0 }
+        self.kind == PteKind::Present
     }
 
     /// `is_swap_pte()`: neither empty nor present (a swap, migration or
     /// device entry, or a marker).
     #[inline]
     pub fn is_swap(self) -> bool {
-        !self.is_none() && !self.is_present()
+        self.kind == PteKind::Swap
     }
 
     /// The page frame a present entry maps (`pte_pfn()`), `None` for any
@@ -254,7 +277,7 @@ impl Pte {
     pub fn pfn(self) -> Option<c_ulong> {
         // SAFETY: only looks at the value.
         self.is_present()
-            .then(|| unsafe { bindings::pte_pfn(self.0) })
+            .then(|| unsafe { bindings::pte_pfn(self.raw) })
     }
 
     /// A present entry of the zero page (`is_zero_pfn(pte_pfn())`).
@@ -276,12 +299,12 @@ impl Pte {
     /// `pte_swp_uffd_wp_any()` (markers included) of a swap entry.
     #[inline]
     pub fn uffd_wp(self) -> bool {
-        // SAFETY: only look at the value.
+        // SAFETY: these only look at the value.
         unsafe {
-            if self.is_present() {
-                bindings::pte_uffd_wp(self.0)
-            } else {
-                !self.is_none() && bindings::pte_swp_uffd_wp_any(self.0)
+            match self.kind {
+                PteKind::Present => bindings::pte_uffd_wp(self.raw),
+                PteKind::Swap => bindings::pte_swp_uffd_wp_any(self.raw),
+                PteKind::None => false,
             }
         }
     }
@@ -290,14 +313,14 @@ impl Pte {
     #[inline]
     pub fn is_write(self) -> bool {
         // SAFETY: only looks at the value.
-        self.is_present() && unsafe { bindings::pte_write(self.0) != 0 }
+        self.is_present() && unsafe { bindings::pte_write(self.raw) != 0 }
     }
 
     /// `pte_young()` of a present entry.
     #[inline]
     pub fn is_young(self) -> bool {
         // SAFETY: only looks at the value.
-        self.is_present() && unsafe { bindings::pte_young(self.0) != 0 }
+        self.is_present() && unsafe { bindings::pte_young(self.raw) != 0 }
     }
 }
 
@@ -326,7 +349,9 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<Pte> {
         return None;
     }
     // SAFETY: `i` is within the mapped entries (safety requirements).
-    Some(Pte(unsafe { bindings::ptep_get(ptes.as_ptr().add(i)) }))
+    Some(Pte::from_raw(unsafe {
+        bindings::ptep_get(ptes.as_ptr().add(i))
+    }))
 }
 
 /// A PTE table mapped with `pte_offset_map_lock()`: mapped, and its lock
@@ -461,7 +486,7 @@ impl<'p> PteMapLock<'p> {
         let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
         // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a
         // present entry read under its table's lock.
-        let page = unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.0) };
+        let page = unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.raw) };
         if page.is_null() {
             return None;
         }

@@ -40,7 +40,7 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::folio::{Folio, NewFolio};
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{Pte, PteMap, PteMapLock};
+use kernel::mm::pgtable::{Pte, PteLock, PteMap, PteMapLock};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, MmapReadGuard, MmapWriteGuard, HPAGE_PMD_NR};
 use kernel::types::Opaque;
@@ -344,6 +344,16 @@ fn copy(ptes: &PteMap<'_>, folio: &NewFolio, vma: &Vma<'_>, address: c_ulong) ->
     SCAN_SUCCEED
 }
 
+/// Clears entry `i` of the detached table under `held`, its lock. That
+/// cannot fail (the table's own lock, an entry of the range); if it did,
+/// the entry would still map a page about to be freed, so it is fatal.
+fn clear_detached(ptes: &PteMap<'_>, held: &PteLock<'_>, i: usize) {
+    assert!(
+        ptes.clear(held, i),
+        "PTE {i} of a detached table not cleared"
+    );
+}
+
 /// `__collapse_huge_page_copy_succeeded()`: clears every entry of the
 /// detached table and frees the pages that are now copied.
 ///
@@ -364,12 +374,7 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
             {
                 // The PTE lock is mostly unnecessary here.
                 let held = ptes.lock();
-                // The lock of this table and an entry of the range: a
-                // failed clear would leave a mapping of a freed page.
-                assert!(
-                    ptes.clear(&held, i),
-                    "PTE {i} of a detached table not cleared"
-                );
+                clear_detached(ptes, &held, i);
             }
             // SAFETY: the zero-page entry was just cleared.
             unsafe { bindings::ksm_might_unmap_zero_page(mm, pte.as_raw()) };
@@ -390,12 +395,7 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
                 // Under the PTE lock, which also disables preemption for
                 // the per-cpu stats of folio_remove_rmap_pte().
                 let held = ptes.lock();
-                // The lock of this table and an entry of the range: a
-                // failed clear would leave a mapping of a freed page.
-                assert!(
-                    ptes.clear(&held, i),
-                    "PTE {i} of a detached table not cleared"
-                );
+                clear_detached(ptes, &held, i);
                 // SAFETY: the entry mapping `page` of `vma` was cleared.
                 unsafe { bindings::folio_remove_rmap_pte(src, page, vma.as_ptr()) };
             }

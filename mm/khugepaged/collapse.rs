@@ -22,7 +22,7 @@ use kernel::bindings;
 use kernel::ffi::c_ulong;
 use kernel::mm::folio::LockedFolio;
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{Pmd, PmdKind, Pte, PtlHeld};
+use kernel::mm::pgtable::{Pmd, PmdKind, PtlHeld, UnmapFileError};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
 
@@ -72,32 +72,30 @@ fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
     }
 }
 
-/// The page that PTE `ptent` at `addr` of `vma` maps, as step 1 and 2 see
-/// it: `vm_normal_page()`, a zone-device page counted as none (with a
-/// one-time warning, as in C).
-fn mapped_page(vma: &Vma<'_>, addr: c_ulong, ptent: Pte) -> *mut bindings::page {
-    // SAFETY: the VMA is valid and `ptent` a value read from its table.
-    let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent.as_raw()) };
-    // Without ZONE_DEVICE there are no zone-device pages to warn about.
-    #[cfg(CONFIG_ZONE_DEVICE)]
-    // SAFETY: `page` is NULL or a valid page.
-    if unsafe { bindings::khugepaged_warn_zone_device(page) } {
-        return core::ptr::null_mut();
-    }
-    page
-}
-
-/// The result when a PTE maps `page` instead of the folio's subpage: a
-/// CoWed anonymous copy gives `SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE
-/// go on with the next extent (C 6.12 stops there with `SCAN_FAIL` unless
+/// The result when entry `i` does not map page `i` of the folio: a CoWed
+/// anonymous copy gives `SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE go
+/// on with the next extent (C 6.12 stops there with `SCAN_FAIL` unless
 /// `khugepaged_skip_cow_extents` is set); anything else `SCAN_FAIL`.
-fn mismatch(page: *mut bindings::page) -> ScanResult {
-    // SAFETY: `page` is a valid page when non-NULL.
-    if !page.is_null() && unsafe { bindings::page_is_anon(page) } {
+fn mismatch(anon: bool) -> ScanResult {
+    if anon {
         SCAN_PTE_ANON_COW
     } else {
         SCAN_FAIL
     }
+}
+
+/// Step 3: drops the references and rss of the `nr_ptes` entries that
+/// step 2 unmapped. Only once no TLB entry can map their pages: the
+/// folio's own reference keeps it live until then, and the PMD flush of
+/// step 4 (or the mm flush of an abort) follows before it is unlocked.
+fn put_unmapped(mmap: &MmapLocked<'_>, folio: &LockedFolio<'_>, nr_ptes: i32) {
+    if nr_ptes == 0 {
+        return;
+    }
+    // SAFETY: step 2 unmapped `nr_ptes` entries of the folio, each holding
+    // a reference, and the caller flushes the TLB before the folio goes.
+    unsafe { folio.ref_sub_mappings(nr_ptes) };
+    mmap.add_mm_counter(folio.mm_counter(), -(nr_ptes as i64));
 }
 
 /// Undoes step 3's accounting for the `nr_ptes` entries step 2 cleared
@@ -107,9 +105,7 @@ fn abort_cleared(mmap: &MmapLocked<'_>, folio: &LockedFolio<'_>, nr_ptes: i32) {
         return;
     }
     mmap.flush_tlb();
-    // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
-    unsafe { folio.ref_sub_mappings(nr_ptes) };
-    mmap.add_mm_counter(folio.mm_counter(), -(nr_ptes as i64));
+    put_unmapped(mmap, folio, nr_ptes);
 }
 
 /// Tries to collapse the PTE-mapped THP at `addr` of the mm that `mmap`
@@ -177,10 +173,12 @@ pub(crate) fn collapse_pte_mapped_thp(
                 return SCAN_PTE_NON_PRESENT;
             }
             // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
-            // page, but the new page is never a subpage of the folio.
-            let page = mapped_page(&vma, haddr + i as c_ulong * PAGE_SIZE, ptent);
-            if folio.page(i) != page {
-                return mismatch(page);
+            // page, but the new page is never a subpage of the folio. A
+            // zone-device page counts as none, with a warning (as in C).
+            match ptes.normal_folio(i) {
+                Some((_, pfn)) if pfn == folio.pfn() + i as c_ulong => {}
+                Some((f, _)) if !warn_on_once(f.is_zone_device()) => return mismatch(f.is_anon()),
+                _ => return mismatch(false),
             }
         }
         // `ptes` unmapped and unlocked here.
@@ -217,39 +215,28 @@ pub(crate) fn collapse_pte_mapped_thp(
     // Step 2: clear the page table and adjust the rmap.
     let mut nr_ptes: i32 = 0;
     for i in 0..HPAGE_PMD_NR {
-        let Some(ptent) = map.get(i) else { break };
-        let addr = haddr + i as c_ulong * PAGE_SIZE;
-        if ptent.is_none() {
-            continue;
-        }
         // ptl was dropped after step 1 for the mmu_notifier: the folio lock
         // stops more PTEs of the folio being faulted in, but not write
         // faults CoWing anon copies from existing PTEs, nor swap-out or
         // migration of those.
         //
-        // On abort, the guards release ptl (and pml), the mapping, the
-        // notifier range, then the folio, as C's abort path does.
-        if !ptent.is_present() {
-            abort_cleared(mmap, &folio, nr_ptes);
-            return SCAN_PTE_NON_PRESENT;
-        }
-        // SAFETY: the VMA is valid and `ptent` read under its lock.
-        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, ptent.as_raw()) };
-        if folio.page(i) != page {
-            abort_cleared(mmap, &folio, nr_ptes);
-            return mismatch(page);
-        }
         // Must clear the entry, or a racing truncate may remove it again.
         // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
         // folio is already dirty; a file THP is read-only.
-        if !map.clear(lock, i) {
-            abort_cleared(mmap, &folio, nr_ptes);
-            return SCAN_FAIL;
-        }
-        // SAFETY: `page` belongs to the locked folio and its PTE in `vma`
-        // was just cleared under the PTE lock.
-        unsafe { bindings::folio_remove_rmap_ptes(folio.as_ptr(), page, 1, vma.as_ptr()) };
-        nr_ptes += 1;
+        //
+        // On abort, the guards release ptl (and pml), the mapping, the
+        // notifier range, then the folio, as C's abort path does.
+        let result = match map.unmap_file_page(lock, i, &folio) {
+            Ok(unmapped) => {
+                nr_ptes += unmapped as i32;
+                continue;
+            }
+            Err(UnmapFileError::NotPresent) => SCAN_PTE_NON_PRESENT,
+            Err(UnmapFileError::Mismatch { anon }) => mismatch(anon),
+            Err(UnmapFileError::Refused) => SCAN_FAIL,
+        };
+        abort_cleared(mmap, &folio, nr_ptes);
+        return result;
     }
 
     // pte_unmap_unlock(); a PMD lock (with the PTE lock nested) stays held
@@ -259,11 +246,7 @@ pub(crate) fn collapse_pte_mapped_thp(
     let held = both;
 
     // Step 3: set the refcount and the mm counters right.
-    if nr_ptes > 0 {
-        // SAFETY: step 2 removed `nr_ptes` mappings of the folio.
-        unsafe { folio.ref_sub_mappings(nr_ptes) };
-        mmap.add_mm_counter(folio.mm_counter(), -(nr_ptes as i64));
-    }
+    put_unmapped(mmap, &folio, nr_ptes);
 
     // Step 4: remove the empty page table.
     let Some(both) = held.or_else(|| pmd.lock().nest_table_lock()) else {
@@ -277,9 +260,17 @@ pub(crate) fn collapse_pte_mapped_thp(
         }
         return SCAN_FAIL;
     };
-    // SAFETY: step 2 cleared every PTE under this table's lock, dropped
-    // their rmap, and step 3 their references.
-    let table = unsafe { both.collapse_flush() };
+    // Step 2 unmapped every entry under this table's lock, which is still
+    // held: the table is empty.
+    let Some(table) = both.collapse_flush() else {
+        // Unreachable, as above: flush what step 2 cleared.
+        warn_on_once(true);
+        drop(both);
+        if nr_ptes > 0 {
+            mmap.flush_tlb();
+        }
+        return SCAN_FAIL;
+    };
     drop(both);
     drop(invalidation);
     table.free();

@@ -33,165 +33,37 @@
 //!
 //! [`DetachedPtes`]: kernel::mm::pgtable::DetachedPtes
 
-use core::marker::PhantomPinned;
-use core::pin::{pin, Pin};
-use core::ptr::NonNull;
+use core::pin::Pin;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
-use kernel::mm::folio::{Folio, NewFolio};
+use kernel::mm::folio::{IsolatedList, NewFolio};
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{Pte, PteLock, PteMap, PteMapLock};
+use kernel::mm::pgtable::{Pmd, PmdId, PteMap, PteMapLock, Unmapped};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, MmapReadGuard, MmapWriteGuard, HPAGE_PMD_NR};
-use kernel::types::Opaque;
 
 use crate::collapse::find_pte_table;
+use crate::khugepaged_c;
 use crate::scan::*;
 use crate::scan_file::is_refcount_suitable;
 
-/// The large folios isolated by a collapse (C's `compound_pagelist`): a
-/// list through each folio's `lru`, which is free while the folio is
-/// isolated from the LRU.
-///
-/// # Invariants
-///
-/// `head` is an initialised list head at a fixed address (the value is
-/// only reached pinned), and every folio on it is isolated and locked.
-struct CompoundList {
-    head: Opaque<bindings::list_head>,
-    _pin: PhantomPinned,
-}
-
-impl CompoundList {
-    /// Runs `f` with a new empty list, which `f` must leave empty.
-    fn with<R>(f: impl FnOnce(Pin<&Self>) -> R) -> R {
-        let list = pin!(Self {
-            head: Opaque::uninit(),
-            _pin: PhantomPinned,
-        });
-        // SAFETY: the head is pinned on this stack frame for `f`.
-        unsafe { bindings::khugepaged_folio_list_init(list.head.get()) };
-        // INVARIANT: initialised and pinned; empty.
-        f(list.as_ref())
-    }
-
-    /// Whether `folio` is on the list.
-    fn contains(self: Pin<&Self>, folio: *mut bindings::folio) -> bool {
-        let mut f = core::ptr::null_mut();
-        loop {
-            // SAFETY: the list is initialised and its folios live (type
-            // invariant).
-            f = unsafe { bindings::khugepaged_folio_list_next(self.head.get(), f) };
-            if f.is_null() {
-                return false;
-            }
-            if f == folio {
-                return true;
-            }
-        }
-    }
-
-    /// Adds an isolated, locked folio.
-    ///
-    /// # Safety
-    ///
-    /// `folio` must be isolated from the LRU and locked by the caller, who
-    /// hands both over to the list.
-    unsafe fn push(self: Pin<&Self>, folio: *mut bindings::folio) {
-        // SAFETY: `lru` is unused while the folio is isolated.
-        unsafe { bindings::khugepaged_folio_list_add(folio, self.head.get()) };
-    }
-
-    /// Takes the first folio off the list, handing its isolation and lock
-    /// to the caller.
-    fn pop(self: Pin<&Self>) -> Option<NonNull<bindings::folio>> {
-        // SAFETY: the list is initialised (type invariant).
-        let f =
-            unsafe { bindings::khugepaged_folio_list_next(self.head.get(), core::ptr::null_mut()) };
-        let f = NonNull::new(f)?;
-        // SAFETY: `f` is on the list.
-        unsafe { bindings::khugepaged_folio_list_del(f.as_ptr()) };
-        Some(f)
-    }
-}
-
-/// `NR_ISOLATED_ANON` or `NR_ISOLATED_FILE`, the counter of `folio`.
-///
-/// # Safety
-///
-/// `folio` must be live.
-unsafe fn isolated_item(folio: *mut bindings::folio) -> bindings::node_stat_item {
-    // SAFETY: by the function's safety requirements.
-    let file = unsafe { bindings::folio_is_file_lru(folio) };
-    bindings::node_stat_item_NR_ISOLATED_ANON + file as bindings::node_stat_item
-}
-
-/// `release_pte_folio()`: undoes the isolation of `folio`: uncounts it,
-/// unlocks it and puts it back on the LRU.
-///
-/// # Safety
-///
-/// `folio` must be isolated and locked by the caller, who gives both up.
-unsafe fn release_pte_folio(folio: *mut bindings::folio) {
-    // SAFETY: isolated and locked by the caller, so live.
-    unsafe {
-        let nr = bindings::folio_nr_pages(folio) as c_int;
-        bindings::node_stat_mod_folio(folio, isolated_item(folio), -nr);
-        bindings::folio_unlock(folio);
-        Folio::from_raw(folio).putback_lru();
-    }
-}
-
-/// `release_pte_pages()`: releases the small folios mapped by entries
-/// `0..end` (read by `get`) and every folio of `compound`.
-///
-/// # Safety
-///
-/// Every small folio mapped by those entries and every folio on
-/// `compound` must be isolated and locked by the caller, who gives them
-/// up; the table must not change meanwhile.
-unsafe fn release_pte_pages(
-    get: impl Fn(usize) -> Option<Pte>,
-    end: usize,
-    compound: Pin<&CompoundList>,
-) {
-    for i in (0..end).rev() {
-        // isolate() stopped at the first non-present entry.
-        let Some(pfn) = get(i).filter(|pte| !pte.is_zero_page()).and_then(Pte::pfn) else {
-            continue;
-        };
-        // SAFETY: a present entry of a table nobody else changes maps a
-        // live page.
-        let folio = unsafe { bindings::pfn_folio(pfn) };
-        // SAFETY: as above; large folios are released from `compound`.
-        if unsafe { bindings::folio_test_large(folio) } {
-            continue;
-        }
-        // SAFETY: isolated and locked (safety requirements).
-        unsafe { release_pte_folio(folio) };
-    }
-    while let Some(folio) = compound.pop() {
-        // SAFETY: isolated and locked (safety requirements).
-        unsafe { release_pte_folio(folio.as_ptr()) };
-    }
-}
-
 /// `__collapse_huge_page_isolate()`: under the detached table's lock,
-/// checks every entry and locks and isolates every folio it maps. On
-/// failure everything isolated so far is released again.
+/// checks every entry and locks and isolates every folio it maps, onto
+/// `isolated` in the order of their first entries (C keeps the small ones
+/// in the table and the large ones on `compound_pagelist`; one list is
+/// the same set). On failure the caller releases the list.
 fn isolate(
     vma: &Vma<'_>,
     address: c_ulong,
     ptes: &PteMapLock<'_>,
-    cc: &bindings::collapse_control,
-    compound: Pin<&CompoundList>,
+    cc: &CollapseControl,
+    isolated: Pin<&IsolatedList>,
 ) -> ScanResult {
     let max = MaxPtes::read();
     let (mut none_or_zero, mut shared, mut referenced) = (0, 0, 0);
     let mut writable = false;
-    let mut folio: *mut bindings::folio = core::ptr::null_mut();
+    let mut pfn = None;
     let mut result = SCAN_SUCCEED;
-    let mut end = HPAGE_PMD_NR;
 
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
@@ -203,83 +75,65 @@ fn isolate(
             }
             result = SCAN_EXCEED_NONE_PTE;
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
-            end = i;
             break;
         }
         if !pte.is_present() {
             result = SCAN_PTE_NON_PRESENT;
-            end = i;
             break;
         }
         if pte.uffd_wp() {
             result = SCAN_PTE_UFFD_WP;
-            end = i;
             break;
         }
-        let f = match ptes.normal_folio(i) {
+        let folio = match ptes.normal_folio(i) {
             Some((f, _)) if !f.is_zone_device() => f,
             _ => {
                 result = SCAN_PAGE_NULL;
-                end = i;
                 break;
             }
         };
-        folio = f.as_ptr();
-        let large = f.is_large();
+        pfn = Some(folio.pfn());
 
         // See hpage_collapse_scan_pmd().
-        if f.likely_mapped_shared() {
+        if folio.likely_mapped_shared() {
             shared += 1;
             if cc.is_khugepaged && shared > max.shared {
                 result = SCAN_EXCEED_SHARED_PTE;
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
-                end = i;
                 break;
             }
         }
 
         // A large folio is isolated once, at its first entry.
-        if !(large && compound.contains(folio)) {
+        if !(folio.is_large() && isolated.contains(folio)) {
             // The folio cannot be freed under us (mapped by the locked
             // table); its lock serialises against split_huge_page().
-            // SAFETY: as above.
-            if !unsafe { bindings::folio_trylock(folio) } {
+            let Some(locked) = folio.trylock() else {
                 result = SCAN_PAGE_LOCK;
-                end = i;
                 break;
-            }
+            };
             // GUP (or other external) pins: this process cannot take new
             // ones, the table being detached; another one that shares the
             // page after fork can only trigger CoW.
-            if !is_refcount_suitable(f) {
-                // SAFETY: locked by us just now.
-                unsafe { bindings::folio_unlock(folio) };
+            if !is_refcount_suitable(&locked) {
                 result = SCAN_PAGE_COUNT;
-                end = i;
                 break;
             }
             // Off the LRU, so that the VM leaves it alone while collapsing.
-            // SAFETY: mapped, so referenced; accounted just below, and put
-            // back by release_pte_folio() or copy_succeeded().
-            if !unsafe { f.isolate_lru() } {
-                // SAFETY: locked by us just now.
-                unsafe { bindings::folio_unlock(folio) };
-                result = SCAN_DEL_PAGE_LRU;
-                end = i;
-                break;
-            }
-            // SAFETY: isolated and locked by us.
-            unsafe {
-                bindings::node_stat_mod_folio(folio, isolated_item(folio), f.nr_pages() as c_int);
-                if large {
-                    compound.push(folio);
+            match locked.isolate_lru() {
+                Ok(folio) => isolated.push(folio),
+                Err(_) => {
+                    result = SCAN_DEL_PAGE_LRU;
+                    break;
                 }
             }
         }
 
         // khugepaged wants enough young PTEs to justify a collapse.
         if cc.is_khugepaged
-            && (pte.is_young() || f.is_young_or_referenced() || vma.mmu_notifier_test_young(addr))
+            && (pte.is_young()
+                || folio.is_young_or_referenced()
+                || vma.mmu_notifier_test_young(addr))
         {
             referenced += 1;
         }
@@ -295,123 +149,70 @@ fn isolate(
             result = SCAN_LACK_REFERENCED_PAGE;
         }
     }
-    if result != SCAN_SUCCEED {
-        // SAFETY: the small folios of entries `0..end` and those on
-        // `compound` were isolated and locked above; the table is locked.
-        unsafe { release_pte_pages(|i| ptes.get(i), end, compound) };
-    }
-    // SAFETY: the arguments are what the C tracepoint takes; a folio starts
-    // with its first page (NULL if none was seen).
-    unsafe {
-        bindings::khugepaged_trace_collapse_isolate(
-            folio.cast(),
-            none_or_zero,
-            referenced,
-            writable,
-            result as c_int,
-        )
-    };
+    khugepaged_c::trace_collapse_isolate(pfn, none_or_zero, referenced, writable, result);
     result
 }
 
 /// `__collapse_huge_page_copy()`: copies the range into `folio`, each page
 /// with `copy_mc_user_highpage()`, holes zeroed. Stops at a memory error
 /// and returns `SCAN_COPY_MC`.
-fn copy(ptes: &PteMap<'_>, folio: &NewFolio, vma: &Vma<'_>, address: c_ulong) -> ScanResult {
-    for i in 0..HPAGE_PMD_NR {
-        let Some(pte) = ptes.get(i) else { break };
-        let dst = folio.page(i);
-        let addr = address + i as c_ulong * PAGE_SIZE;
-        if pte.is_none_or_zero() {
-            // SAFETY: `dst` is a page of our unmapped folio.
-            unsafe { bindings::clear_user_highpage(dst, addr) };
-            continue;
-        }
-        // SAFETY: a present entry of the detached table, whose folio is
-        // isolated and locked; `dst` is ours.
-        if unsafe {
-            bindings::copy_mc_user_highpage(
-                dst,
-                bindings::pte_page(pte.as_raw()),
-                addr,
-                vma.as_ptr(),
-            )
-        } > 0
-        {
-            return SCAN_COPY_MC;
-        }
+fn copy(ptes: &PteMap<'_>, folio: &NewFolio) -> ScanResult {
+    if (0..HPAGE_PMD_NR).all(|i| ptes.copy_detached(i, folio)) {
+        SCAN_SUCCEED
+    } else {
+        SCAN_COPY_MC
     }
-    SCAN_SUCCEED
 }
 
-/// Clears entry `i` of the detached table under `held`, its lock. That
-/// cannot fail (the table's own lock, an entry of the range); if it did,
-/// the entry would still map a page about to be freed, so it is fatal.
-fn clear_detached(ptes: &PteMap<'_>, held: &PteLock<'_>, i: usize) {
-    assert!(
-        ptes.clear(held, i),
-        "PTE {i} of a detached table not cleared"
-    );
-}
-
-/// `__collapse_huge_page_copy_succeeded()`: clears every entry of the
-/// detached table and frees the pages that are now copied.
-///
-/// # Safety
-///
-/// [`isolate()`] succeeded on `ptes` with `compound`, and the data was
-/// copied: the caller gives up the isolated folios.
-unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&CompoundList>) {
-    let mm = vma.mm();
+/// `__collapse_huge_page_copy_succeeded()`: unmaps every entry of the
+/// detached table and frees the pages that are now copied, ending the
+/// isolation of their folios: a small folio's as its entry goes, a large
+/// one's once all of its entries are gone. `isolate()` succeeded on this
+/// table with `isolated`.
+fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>) {
     for i in 0..HPAGE_PMD_NR {
-        let Some(pte) = ptes.get(i) else { break };
-        if pte.is_none_or_zero() {
+        // The PTE lock is mostly unnecessary here; it also disables
+        // preemption for the per-cpu stats of folio_remove_rmap_pte().
+        let unmapped = {
+            let held = ptes.lock();
+            ptes.unmap_detached(&held, i)
+        };
+        let page = match unmapped {
             // A hole becomes a page of the THP.
-            vma.add_mm_counter(bindings::MM_ANONPAGES as i32, 1);
-            if pte.is_none() {
+            Unmapped::None | Unmapped::ZeroPage => {
+                vma.add_mm_counter(bindings::MM_ANONPAGES as i32, 1);
                 continue;
             }
-            {
-                // The PTE lock is mostly unnecessary here.
-                let held = ptes.lock();
-                clear_detached(ptes, &held, i);
+            Unmapped::Page(page) => page,
+            // Cannot be: isolate() accepted every entry, and only this map
+            // changes them. The huge PMD would be refused over it.
+            Unmapped::Refused => {
+                warn_on_once(true);
+                continue;
             }
-            // SAFETY: the zero-page entry was just cleared.
-            unsafe { bindings::ksm_might_unmap_zero_page(mm, pte.as_raw()) };
-        } else {
-            // SAFETY: a present entry of the detached table maps a page of
-            // an isolated, locked folio.
-            let (page, src) = unsafe {
-                let page = bindings::pte_page(pte.as_raw());
-                (page, bindings::page_folio(page))
-            };
-            // SAFETY: small folios are released here, large ones below
-            // (safety requirements).
-            if !unsafe { bindings::folio_test_large(src) } {
-                // SAFETY: isolated and locked by isolate().
-                unsafe { release_pte_folio(src) };
+        };
+        // The list is in the order of first entries: a folio met for the
+        // first time is at its head.
+        if isolated
+            .first()
+            .is_some_and(|f| f.pfn() == page.folio().pfn())
+        {
+            if let Some(folio) = isolated.pop() {
+                if folio.is_large() {
+                    // Released below, once every entry is gone.
+                    isolated.push(folio);
+                } else {
+                    // release_pte_folio(): unlocked, back on the LRU, then
+                    // freed by the put of the entry's reference below.
+                    drop(folio);
+                }
             }
-            {
-                // Under the PTE lock, which also disables preemption for
-                // the per-cpu stats of folio_remove_rmap_pte().
-                let held = ptes.lock();
-                clear_detached(ptes, &held, i);
-                // SAFETY: the entry mapping `page` of `vma` was cleared.
-                unsafe { bindings::folio_remove_rmap_pte(src, page, vma.as_ptr()) };
-            }
-            // SAFETY: drops the reference the cleared entry held.
-            unsafe { bindings::khugepaged_free_page_and_swap_cache(page) };
         }
+        drop(page);
     }
-    while let Some(src) = compound.pop() {
-        let src = src.as_ptr();
-        // SAFETY: isolated and locked by isolate(), handed to us.
-        unsafe {
-            bindings::node_stat_sub_folio(src, isolated_item(src));
-            bindings::folio_unlock(src);
-            bindings::khugepaged_free_swap_cache(src);
-            Folio::from_raw(src).putback_lru();
-        }
+    // What is left is the large folios, every entry of which is gone.
+    while let Some(folio) = isolated.pop() {
+        folio.putback_free_swap_cache();
     }
 }
 
@@ -421,69 +222,52 @@ unsafe fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, compound: Pin<&Compou
 fn revalidate<'a>(
     mmap: &'a MmapLocked<'_>,
     address: c_ulong,
-    cc: &mut bindings::collapse_control,
+    cc: &mut CollapseControl,
 ) -> Result<Vma<'a>, ScanResult> {
-    let mut vma = core::ptr::null_mut();
-    // SAFETY: the mmap lock is held; `vma` and `cc` are ours.
-    let result =
-        unsafe { bindings::hugepage_vma_revalidate(mmap.as_ptr(), address, true, &mut vma, cc) }
-            as ScanResult;
-    match NonNull::new(vma) {
-        // SAFETY: found in the mm's tree under its mmap lock.
-        Some(vma) if result == SCAN_SUCCEED => Ok(unsafe { mmap.vma_from_raw(vma) }),
-        _ if result == SCAN_SUCCEED => Err(SCAN_VMA_NULL),
-        _ => Err(result),
-    }
+    khugepaged_c::hugepage_vma_revalidate(mmap, address, true, cc)
+}
+
+/// The PMD of the PTE table at `address` under a retaken mmap lock, its
+/// identity saved in `id` for step 3 to find it again.
+fn find_pmd<'b>(
+    mmap: &'b MmapLocked<'_>,
+    address: c_ulong,
+    cc: &mut CollapseControl,
+    id: &mut Option<PmdId>,
+) -> Result<Pmd<'b>, ScanResult> {
+    let vma = revalidate(mmap, address, cc)?;
+    let pmd = find_pte_table(&vma, address)?;
+    *id = Some(pmd.id());
+    Ok(pmd)
 }
 
 /// Steps 1 and 2 (see the module documentation): the allocated folio and
-/// the PMD entry pointer that step 3 must find again, with no lock held.
+/// the PMD entry that step 3 must find again, with no lock held.
 fn prepare(
     mmap: MmapReadGuard<'_>,
     address: c_ulong,
     referenced: c_int,
     unmapped: c_int,
-    cc: &mut bindings::collapse_control,
-) -> Result<(NewFolio, *mut bindings::pmd_t), ScanResult> {
-    let mm = NonNull::new(mmap.as_ptr()).ok_or(SCAN_FAIL)?;
+    cc: &mut CollapseControl,
+) -> Result<(NewFolio, PmdId), ScanResult> {
+    let mm = mmap.mm();
     // Allocation may compact: no mmap lock meanwhile; the VMA is
     // revalidated under the write lock anyway.
     drop(mmap);
+    let folio = khugepaged_c::alloc_charge_folio(mm, cc)?;
 
-    let mut raw = core::ptr::null_mut();
-    // SAFETY: `raw` and `cc` are ours; no lock is held.
-    let result = unsafe { bindings::alloc_charge_folio(&mut raw, mm.as_ptr(), cc) } as ScanResult;
-    if result != SCAN_SUCCEED {
-        return Err(result);
-    }
-    let raw = NonNull::new(raw).ok_or(SCAN_ALLOC_HUGE_PAGE_FAIL)?;
-    // SAFETY: alloc_charge_folio() hands us a new folio with a reference.
-    let folio = unsafe { NewFolio::from_raw(raw) };
-
-    // SAFETY: the caller keeps the mm live (khugepaged's mm slot, or
-    // MADV_COLLAPSE's own mm) and holds no lock.
-    let mmap = unsafe { MmapReadGuard::lock(mm) };
-    let (vma, pmd) = {
-        let vma = revalidate(&mmap, address, cc)?;
-        let pmd = find_pte_table(&vma, address)?;
-        (vma.as_ptr(), pmd.as_ptr())
-    };
+    let mmap = mm.mmap_read_lock();
+    let mut pmd = None;
     if unmapped != 0 {
-        let mut result = SCAN_SUCCEED;
-        // SAFETY: __collapse_huge_page_swapin() returns SCAN_SUCCEED with
-        // the lock still held, anything else with it released; `vma` and
-        // `pmd` were found under this lock.
-        let back = unsafe {
-            mmap.lend(|mm| {
-                result = bindings::__collapse_huge_page_swapin(mm, vma, address, pmd, referenced)
-                    as ScanResult;
-                result == SCAN_SUCCEED
-            })
-        };
-        if back.is_none() {
-            return Err(result);
-        }
+        // Returns without the lock when it fails.
+        let mmap = khugepaged_c::collapse_huge_page_swapin(mmap, referenced, |mmap| {
+            find_pmd(mmap, address, cc, &mut pmd)
+        })?;
+        drop(mmap);
+    } else {
+        find_pmd(&mmap, address, cc, &mut pmd)?;
     }
+    let pmd = pmd.ok_or(SCAN_FAIL)?;
     Ok((folio, pmd))
 }
 
@@ -494,8 +278,8 @@ fn collapse_locked(
     mmap: &MmapWriteGuard<'_>,
     address: c_ulong,
     folio: &mut Option<NewFolio>,
-    old_pmd: *mut bindings::pmd_t,
-    cc: &mut bindings::collapse_control,
+    old_pmd: PmdId,
+    cc: &mut CollapseControl,
 ) -> ScanResult {
     let vma = match revalidate(mmap, address, cc) {
         Ok(vma) => vma,
@@ -503,7 +287,7 @@ fn collapse_locked(
     };
     // Still the table that step 2 found (check_pmd_still_valid()).
     let pmd = match find_pte_table(&vma, address) {
-        Ok(pmd) if pmd.as_ptr() == old_pmd => pmd,
+        Ok(pmd) if pmd.id() == old_pmd => pmd,
         Ok(_) => return SCAN_FAIL,
         Err(result) => return result,
     };
@@ -528,7 +312,7 @@ fn collapse_locked(
     let Some(detached) = detached else {
         return SCAN_FAIL;
     };
-    CompoundList::with(|compound| {
+    IsolatedList::with(|isolated| {
         // Waits for GUP-fast walkers that saw the table before the flush.
         let Some(ptes) = detached.map_lock() else {
             // The table goes back before the anon_vma lock is released.
@@ -536,11 +320,12 @@ fn collapse_locked(
             drop(av);
             return SCAN_PMD_NULL;
         };
-        let result = isolate(&vma, address, &ptes, cc, compound);
+        let result = isolate(&vma, address, &ptes, cc, isolated);
         let ptes = ptes.unlock();
         if result != SCAN_SUCCEED {
             drop(ptes);
-            // The table goes back before the anon_vma lock is released.
+            // The table goes back before the anon_vma lock is released,
+            // and before the isolated folios are (when `with` returns).
             drop(detached);
             drop(av);
             return result;
@@ -548,58 +333,51 @@ fn collapse_locked(
         // Every folio is isolated and locked: anon rmap walks skip them.
         drop(av);
 
-        let new = folio.take();
-        let copied = match &new {
-            Some(new) => copy(&ptes, new, &vma, address),
+        let copied = match folio.as_ref() {
+            Some(new) => copy(&ptes, new),
             None => SCAN_FAIL,
         };
-        match new {
-            Some(new) if copied == SCAN_SUCCEED => {
-                // SAFETY: isolate() succeeded and the data is copied.
-                unsafe { copy_succeeded(&ptes, &vma, compound) };
-                drop(ptes);
-                // SAFETY: every entry was cleared by copy_succeeded(),
-                // `new` holds the range's data, and the VMA is anonymous
-                // with an anon_vma (revalidate()).
-                unsafe { detached.map_anon_folio_pmd(new) };
-                SCAN_SUCCEED
-            }
-            new => {
-                // Unused: the caller puts it after unlocking.
-                *folio = new;
-                // The table goes back before the folios (still isolated
-                // and locked) are released.
-                drop(detached);
-                // SAFETY: isolate() succeeded: every folio mapped by the
-                // table and every one on `compound` is isolated and locked.
-                unsafe { release_pte_pages(|i| ptes.get(i), HPAGE_PMD_NR, compound) };
-                copied
+        if copied != SCAN_SUCCEED {
+            drop(ptes);
+            // The table goes back before the folios (still isolated and
+            // locked) are released; the caller puts the unused folio.
+            drop(detached);
+            return copied;
+        }
+        copy_succeeded(&ptes, &vma, isolated);
+        drop(ptes);
+        let Some(new) = folio.take() else {
+            return SCAN_FAIL;
+        };
+        match detached.map_anon_folio_pmd(new) {
+            Ok(()) => SCAN_SUCCEED,
+            Err(new) => {
+                // Cannot be: every entry was unmapped above, the folio is
+                // PMD-sized and revalidate() checked the VMA. The table is
+                // back (empty), the range faults in again.
+                warn_on_once(true);
+                *folio = Some(new);
+                SCAN_FAIL
             }
         }
     })
 }
 
-/// Rust `collapse_huge_page()`: see the module documentation.
-///
-/// # Safety
-///
-/// As the C function: `mm` is live while the caller runs, the caller
-/// holds its mmap lock for reading and this function releases it;
-/// `address` is PMD-aligned and `cc` the caller's collapse control.
-pub(crate) unsafe fn collapse_huge_page(
-    mm: NonNull<bindings::mm_struct>,
+/// Rust `collapse_huge_page()`: see the module documentation. Takes over
+/// the caller's read lock on `mm` and releases it; `address` is
+/// PMD-aligned.
+pub(crate) fn collapse_huge_page(
+    mmap: MmapReadGuard<'_>,
     address: c_ulong,
     referenced: c_int,
     unmapped: c_int,
-    cc: &mut bindings::collapse_control,
+    cc: &mut CollapseControl,
 ) -> ScanResult {
-    // SAFETY: the caller holds the read lock and hands it over.
-    let mmap = unsafe { MmapReadGuard::adopt(mm) };
+    let mm = mmap.mm();
     let result = match prepare(mmap, address, referenced, unmapped, cc) {
         Ok((folio, pmd)) => {
             let mut folio = Some(folio);
-            // SAFETY: live (safety requirements); no lock held.
-            let mmap = unsafe { MmapWriteGuard::lock(mm) };
+            let mmap = mm.mmap_write_lock();
             let result = collapse_locked(&mmap, address, &mut folio, pmd, cc);
             // An unused folio is put once the lock is released.
             drop(mmap);
@@ -608,13 +386,6 @@ pub(crate) unsafe fn collapse_huge_page(
         }
         Err(result) => result,
     };
-    // SAFETY: the arguments are what the C tracepoint takes.
-    unsafe {
-        bindings::khugepaged_trace_collapse_huge_page(
-            mm.as_ptr(),
-            result == SCAN_SUCCEED,
-            result as c_int,
-        )
-    };
+    khugepaged_c::trace_collapse_huge_page(mm, result == SCAN_SUCCEED, result);
     result
 }

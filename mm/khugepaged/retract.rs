@@ -78,11 +78,13 @@ pub(crate) fn retract_page_tables(mapping: &Mapping<'_>, pgoff: c_ulong) -> c_lo
         if vma.has_anon_vma() || vma.userfaultfd_wp() {
             continue;
         }
-        // SAFETY: the caller holds the lock of the only folio that can be
-        // mapped in the range, and the VMA has neither an anon_vma nor
-        // uffd-wp (checked under the PTE lock): no present PTE or marker is
-        // left in the table.
-        let table = unsafe { both.collapse_flush() };
+        // The caller holds the lock of the only folio that can be mapped in
+        // the range, and the VMA has neither an anon_vma nor uffd-wp
+        // (checked under the PTE lock): the table is empty, which
+        // collapse_flush() checks again.
+        let Some(table) = both.collapse_flush() else {
+            continue;
+        };
         drop(both);
         drop(invalidation);
         table.free();

@@ -9,25 +9,8 @@ use kernel::bindings;
 /// `PAGE_SIZE`, in the type addresses have.
 pub(crate) const PAGE_SIZE: kernel::ffi::c_ulong = bindings::PAGE_SIZE as kernel::ffi::c_ulong;
 
-/// `count_vm_event(item)`.
-pub(crate) fn count_event(item: bindings::vm_event_item) {
-    // SAFETY: no requirements.
-    unsafe { bindings::count_vm_event(item) };
-}
-
-/// `WARN_ON_ONCE(cond)`: a one-time kernel warning with a backtrace if
-/// `cond`, which is returned.
-pub(crate) fn warn_on_once(cond: bool) -> bool {
-    // SAFETY: no requirements.
-    unsafe { bindings::warn_on_once(cond) }
-}
-
-/// `hpage_collapse_scan_abort()`: whether the scan should stop because a
-/// page of node `nid` is too far from those seen so far (node reclaim).
-pub(crate) fn scan_abort(nid: i32, cc: &mut bindings::collapse_control) -> bool {
-    // SAFETY: `cc` is a valid collapse control, borrowed for the call.
-    unsafe { bindings::hpage_collapse_scan_abort(nid, cc) }
-}
+pub(crate) use crate::khugepaged_c::{scan_abort, CollapseControl, MaxPtes};
+pub(crate) use kernel::mm::{count_vm_event as count_event, warn_on_once};
 
 /// A khugepaged scan result (`enum scan_result`).
 pub(crate) type ScanResult = bindings::scan_result;
@@ -68,30 +51,4 @@ scan_results! {
     SCAN_ALLOC_HUGE_PAGE_FAIL => scan_result_SCAN_ALLOC_HUGE_PAGE_FAIL,
     SCAN_VMA_NULL => scan_result_SCAN_VMA_NULL,
     SCAN_COPY_MC => scan_result_SCAN_COPY_MC,
-}
-
-/// khugepaged's `max_ptes_*` sysfs knobs, as one scan reads them.
-#[derive(Clone, Copy)]
-pub(crate) struct MaxPtes {
-    /// `khugepaged_max_ptes_none`: holes allowed in a range.
-    pub(crate) none: i32,
-    /// `khugepaged_max_ptes_swap`: swapped-out pages allowed.
-    pub(crate) swap: i32,
-    /// `khugepaged_max_ptes_shared`: pages shared with another process
-    /// allowed.
-    pub(crate) shared: i32,
-}
-
-impl MaxPtes {
-    /// Reads the knobs, racily as C does (sysfs may change them meanwhile).
-    pub(crate) fn read() -> Self {
-        // SAFETY: plain reads of `unsigned int`s that sysfs stores whole.
-        unsafe {
-            Self {
-                none: bindings::khugepaged_max_ptes_none as i32,
-                swap: bindings::khugepaged_max_ptes_swap as i32,
-                shared: bindings::khugepaged_max_ptes_shared as i32,
-            }
-        }
-    }
 }

@@ -13,12 +13,14 @@
 //! every other folio must be on the LRU with no reference beyond its
 //! mappings and the page cache, from a node the NUMA policy lets us use.
 
-use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::folio::Folio;
-use kernel::mm::rmap::{Mapping, PageCacheEntry};
-use kernel::mm::{HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+use kernel::mm::rmap::PageCacheEntry;
+use kernel::mm::virt::File;
+use kernel::mm::{Mm, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+
+use crate::khugepaged_c;
 
 use crate::scan::*;
 
@@ -37,26 +39,19 @@ pub(crate) fn is_refcount_suitable(folio: &Folio) -> bool {
 }
 
 /// Rust `hpage_collapse_scan_file()`: see the module documentation.
-///
-/// # Safety
-///
-/// As the C function: `file` is referenced by the caller, who holds no
-/// mmap lock; `cc` is the caller's collapse control; `mm` is the mm that
-/// maps `file` at `addr` (used for `collapse_file()` and the tracepoint).
-pub(crate) unsafe fn hpage_collapse_scan_file(
-    mm: *mut bindings::mm_struct,
+/// As the C function: the caller holds a reference on `file` and no mmap
+/// lock; `mm` maps `file` at `addr` (for `collapse_file()` and the
+/// tracepoint).
+pub(crate) fn hpage_collapse_scan_file(
+    mm: &Mm,
     addr: c_ulong,
-    file: NonNull<bindings::file>,
+    file: &File,
     start: c_ulong,
-    cc: &mut bindings::collapse_control,
+    cc: &mut CollapseControl,
 ) -> ScanResult {
-    // SAFETY: the caller holds a reference on `file`, which pins its
-    // mapping.
-    let Some(mapping) = NonNull::new(unsafe { (*file.as_ptr()).f_mapping }) else {
+    let Some(mapping) = file.mapping() else {
         return SCAN_FAIL;
     };
-    // SAFETY: as above, for the whole call.
-    let mapping = unsafe { Mapping::from_raw(mapping) };
     let last = start + HPAGE_PMD_NR as c_ulong - 1;
     let mut present: c_int = 0;
     let mut swap: c_int = 0;
@@ -111,13 +106,10 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
         // transfers pte_young() to it, and an rmap walk is too costly.
         present += folio.nr_pages() as c_int;
 
-        // SAFETY: no requirements.
-        if unsafe { bindings::need_resched() } {
-            // SAFETY: the walk's section is the only one open: the C
-            // callers of hpage_collapse_scan_file() hold none, and the scan
-            // maps no PTE table.
-            unsafe { xas.pause_resched() };
-        }
+        // SAFETY: the walk's section is the only one open: the C callers
+        // of hpage_collapse_scan_file() hold none, and the scan maps no PTE
+        // table.
+        unsafe { xas.pause_resched() };
     }
     // rcu_read_unlock().
     drop(xas);
@@ -127,22 +119,10 @@ pub(crate) unsafe fn hpage_collapse_scan_file(
             result = SCAN_EXCEED_NONE_PTE;
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
         } else {
-            // SAFETY: the caller's contract is collapse_file()'s.
-            result = unsafe { bindings::collapse_file(mm, addr, file.as_ptr(), start, cc) }
-                as ScanResult;
+            result = khugepaged_c::collapse_file(mm, addr, file, start, cc);
         }
     }
 
-    // SAFETY: the arguments are what the C tracepoint takes.
-    unsafe {
-        bindings::khugepaged_trace_scan_file(
-            mm,
-            failed_pfn,
-            file.as_ptr(),
-            present,
-            swap,
-            result as c_int,
-        )
-    };
+    khugepaged_c::trace_scan_file(mm, failed_pfn, file, present, swap, result);
     result
 }

@@ -17,11 +17,12 @@
 //!
 //! [`PteMapLock`]: kernel::mm::pgtable::PteMapLock
 
-use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::virt::Vma;
-use kernel::mm::{MmapLocked, HPAGE_PMD_NR};
+use kernel::mm::{MmapLocked, MmapReadGuard, HPAGE_PMD_NR};
+
+use crate::khugepaged_c;
 
 use crate::collapse::find_pte_table;
 use crate::scan::*;
@@ -34,19 +35,19 @@ struct Scan {
     unmapped: c_int,
     none_or_zero: c_int,
     writable: bool,
-    /// The last folio looked at, or NULL.
-    folio: *mut bindings::folio,
+    /// The pfn of the last folio looked at, if any.
+    pfn: Option<c_ulong>,
 }
 
 /// The PTE scan, under the PTE lock (released on return).
-fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_control) -> Scan {
+fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan {
     let mut s = Scan {
         result: SCAN_FAIL,
         referenced: 0,
         unmapped: 0,
         none_or_zero: 0,
         writable: false,
-        folio: core::ptr::null_mut(),
+        pfn: None,
     };
     let pmd = match find_pte_table(vma, address) {
         Ok(pmd) => pmd,
@@ -111,7 +112,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
         };
         // Mapped by the locked table, so live; these checks are racy, as
         // in C, and repeated by collapse_huge_page().
-        s.folio = folio.as_ptr();
+        s.pfn = Some(folio.pfn());
 
         if !folio.is_anon() {
             s.result = SCAN_PAGE_ANON;
@@ -168,50 +169,33 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut bindings::collapse_contro
     s
 }
 
-/// Rust `hpage_collapse_scan_pmd()`: see the module documentation.
-///
-/// # Safety
-///
-/// As the C function: the caller holds `mm`'s mmap lock for reading,
-/// `vma` is a VMA of `mm` covering the PMD-aligned `address`, `cc` is the
-/// caller's collapse control. `*mmap_locked` is cleared when the lock was
-/// released (by `collapse_huge_page()`).
-pub(crate) unsafe fn hpage_collapse_scan_pmd(
-    mm: NonNull<bindings::mm_struct>,
-    vma: NonNull<bindings::vm_area_struct>,
+/// Rust `hpage_collapse_scan_pmd()`: see the module documentation. The
+/// caller lends its read lock and `vma` finds the VMA under it; the guard
+/// comes back unless `collapse_huge_page()` released the lock.
+pub(crate) fn hpage_collapse_scan_pmd<'a>(
+    mmap: MmapReadGuard<'a>,
+    vma: impl for<'b> FnOnce(&'b MmapLocked<'a>) -> Vma<'b>,
     address: c_ulong,
-    mmap_locked: &mut bool,
-    cc: &mut bindings::collapse_control,
-) -> ScanResult {
-    let scan = {
-        // SAFETY: the caller holds the mmap lock, until the end of this
-        // block at least.
-        let mmap = unsafe { MmapLocked::assert_held(mm) };
-        // SAFETY: `vma` is a VMA of this mm (safety requirements).
-        let vma = unsafe { mmap.vma_from_raw(vma) };
-        scan_ptes(&vma, address, cc)
+    cc: &mut CollapseControl,
+) -> (ScanResult, Option<MmapReadGuard<'a>>) {
+    let mm = mmap.mm();
+    let scan = scan_ptes(&vma(&mmap), address, cc);
+    let (result, back) = if scan.result == SCAN_SUCCEED {
+        // Through the C dispatcher; returns with the lock released.
+        let result =
+            khugepaged_c::collapse_huge_page(mmap, address, scan.referenced, scan.unmapped, cc);
+        (result, None)
+    } else {
+        (scan.result, Some(mmap))
     };
-    let mut result = scan.result;
-    if result == SCAN_SUCCEED {
-        // SAFETY: the mmap lock is still held and no Rust borrow of it is
-        // left; collapse_huge_page() returns with it released.
-        result = unsafe {
-            bindings::collapse_huge_page(mm.as_ptr(), address, scan.referenced, scan.unmapped, cc)
-        } as ScanResult;
-        *mmap_locked = false;
-    }
-    // SAFETY: the arguments are what the C tracepoint takes; a folio starts
-    // with its first page.
-    unsafe {
-        bindings::khugepaged_trace_scan_pmd(
-            mm.as_ptr(),
-            scan.folio.cast(),
-            scan.writable,
-            scan.referenced,
-            scan.none_or_zero,
-            result as c_int,
-            scan.unmapped,
-        )
-    };
-    result
+    khugepaged_c::trace_scan_pmd(
+        mm,
+        scan.pfn,
+        scan.writable,
+        scan.referenced,
+        scan.none_or_zero,
+        result,
+        scan.unmapped,
+    );
+    (result, back)
 }

@@ -27,52 +27,20 @@
 //! `khugepaged_mm_lock`, count full scans and free the slot of an exiting
 //! mm.
 
-use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::c_ulong;
-use kernel::mm::virt::Vma;
-use kernel::mm::{MmapReadGuard, HPAGE_PMD_NR};
+use kernel::mm::{Mm, HPAGE_PMD_NR};
 use kernel::sync::handoff::SpinlockHandoff;
 
+use crate::khugepaged_c::{self, test_exit_or_disable as exit_or_disable, ScanCursor};
 use crate::scan::*;
 
 const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
 
-/// A file reference (`get_file()`), dropped with `fput()`.
-///
-/// # Invariants
-///
-/// This owns one reference on `file`.
-struct FileRef(NonNull<bindings::file>);
-
-impl FileRef {
-    /// Takes a reference on the file `vma` maps, if any.
-    fn of(vma: &Vma<'_>) -> Option<Self> {
-        // SAFETY: the VMA is valid; `vm_file` is set for its life.
-        let file = NonNull::new(unsafe { (*vma.as_ptr()).vm_file })?;
-        // SAFETY: the VMA's own reference keeps the file live here.
-        unsafe { bindings::get_file(file.as_ptr()) };
-        // INVARIANT: referenced just now.
-        Some(Self(file))
-    }
-}
-
-impl Drop for FileRef {
-    fn drop(&mut self) {
-        // SAFETY: we own one reference (type invariant).
-        unsafe { bindings::fput(self.0.as_ptr()) };
-    }
-}
-
-/// `hpage_collapse_test_exit_or_disable(mm)`.
-fn exit_or_disable(mm: NonNull<bindings::mm_struct>) -> bool {
-    // SAFETY: the mm slot keeps a reference on the mm (mm_count).
-    unsafe { bindings::khugepaged_test_exit_or_disable(mm.as_ptr()) }
-}
-
-/// `cond_resched()`.
-fn cond_resched() {
-    // SAFETY: called with no spinlock or RCU section held.
+/// `cond_resched()`, between VMAs and PMD ranges of the walk.
+fn resched() {
+    // SAFETY: the walk holds no spinlock and opens no RCU read-side
+    // section: only the mmap lock (a sleeping lock) is held around this.
     unsafe { bindings::cond_resched() };
 }
 
@@ -87,17 +55,17 @@ struct Walk {
 
 /// The walk of `mm`'s VMAs from `*addr`, without `khugepaged_mm_lock`.
 fn walk_mm(
-    mm: NonNull<bindings::mm_struct>,
+    cursor: &ScanCursor<'_>,
+    mm: &Mm,
     pages: u32,
     addr: &mut c_ulong,
     result: &mut ScanResult,
-    cc: &mut bindings::collapse_control,
+    cc: &mut CollapseControl,
 ) -> Walk {
     let mut progress = 0u32;
     // Do not wait for the lock (to avoid long waits): go on with the next
     // mm instead.
-    // SAFETY: the mm slot keeps a reference on the mm.
-    let Some(mut mmap) = (unsafe { MmapReadGuard::try_lock(mm) }) else {
+    let Some(mut mmap) = mm.mmap_read_trylock() else {
         return Walk {
             progress,
             done: true,
@@ -121,7 +89,7 @@ fn walk_mm(
             };
         };
         next = vma.end();
-        cond_resched();
+        resched();
         if exit_or_disable(mm) {
             progress += 1;
             return Walk {
@@ -145,7 +113,7 @@ fn walk_mm(
         let is_file = !vma.is_anonymous();
 
         while *addr < hend {
-            cond_resched();
+            resched();
             if exit_or_disable(mm) {
                 return Walk {
                     progress,
@@ -157,29 +125,17 @@ fn walk_mm(
                 break;
             };
             if is_file {
-                let Some(file) = FileRef::of(&vma) else {
+                let Some(file) = vma.get_file() else {
                     break;
                 };
                 let pgoff = vma.linear_page_index(*addr);
                 drop(mmap);
                 // Through the C dispatcher, as the C loop does: the
                 // selected implementation (Rust here) runs and is counted.
-                // SAFETY: `file` is referenced, no mmap lock is held, `cc`
-                // is the caller's and `mm` maps `file` at `*addr`.
-                *result = unsafe {
-                    bindings::hpage_collapse_scan_file(
-                        mm.as_ptr(),
-                        *addr,
-                        file.0.as_ptr(),
-                        pgoff,
-                        cc,
-                    )
-                } as ScanResult;
+                *result = khugepaged_c::hpage_collapse_scan_file(mm, *addr, &file, pgoff, cc);
                 drop(file);
                 if *result == SCAN_PTE_MAPPED_HUGEPAGE {
-                    // SAFETY: the mm slot keeps a reference on the mm, and
-                    // no lock is held.
-                    let mmap = unsafe { MmapReadGuard::lock(mm) };
+                    let mmap = mm.mmap_read_lock();
                     if exit_or_disable(mm) {
                         return Walk {
                             progress,
@@ -187,15 +143,12 @@ fn walk_mm(
                         };
                     }
                     // Also through the dispatcher.
-                    // SAFETY: the mmap lock is held (`mmap`).
-                    *result =
-                        unsafe { bindings::collapse_pte_mapped_thp(mmap.as_ptr(), *addr, false) }
-                            as ScanResult;
+                    *result = khugepaged_c::collapse_pte_mapped_thp(&mmap, *addr, false);
                     if *result == SCAN_PMD_MAPPED {
                         *result = SCAN_SUCCEED;
                     }
                 }
-                account(*result, addr, &mut progress);
+                account(cursor, *result, addr, &mut progress);
                 // The mmap lock was dropped: the walk ends here.
                 return Walk {
                     progress,
@@ -203,21 +156,16 @@ fn walk_mm(
                 };
             }
 
-            let vma_ptr = vma.as_ptr();
-            let haddr = *addr;
-            let mut res = SCAN_FAIL;
-            // SAFETY: hpage_collapse_scan_pmd() reports in `locked` whether
-            // it still holds the lock it was lent.
-            let back = unsafe {
-                mmap.lend(|mm_ptr| {
-                    let mut locked = true;
-                    res = bindings::hpage_collapse_scan_pmd(mm_ptr, vma_ptr, haddr, &mut locked, cc)
-                        as ScanResult;
-                    locked
-                })
+            let (res, back) = match khugepaged_c::hpage_collapse_scan_pmd(mmap, *addr, cc) {
+                Ok(scanned) => scanned,
+                // Unreachable: the VMA was found under this lock just now.
+                Err(guard) => {
+                    mmap = guard;
+                    break;
+                }
             };
             *result = res;
-            account(*result, addr, &mut progress);
+            account(cursor, *result, addr, &mut progress);
             // The mmap lock is dropped before every hugepage allocation, so
             // a failed allocation ends the walk here with its result.
             let Some(guard) = back else {
@@ -239,37 +187,32 @@ fn walk_mm(
 
 /// The accounting after one PMD range: a collapse counted, the cursor
 /// moved on, `HPAGE_PMD_NR` pages of progress.
-fn account(result: ScanResult, addr: &mut c_ulong, progress: &mut u32) {
+fn account(cursor: &ScanCursor<'_>, result: ScanResult, addr: &mut c_ulong, progress: &mut u32) {
     if result == SCAN_SUCCEED {
-        // SAFETY: only the khugepaged thread calls this.
-        unsafe { bindings::khugepaged_count_collapsed() };
+        cursor.count_collapsed();
     }
     *addr += HPAGE_PMD_SIZE;
     *progress += HPAGE_PMD_NR as u32;
 }
 
 /// Rust `khugepaged_scan_mm_slot()`: see the module documentation.
-/// Returns the progress and the lock, held again.
+/// `cursor` is the slot to work on, read under `held`; returns the
+/// progress and the lock, held again.
 pub(crate) fn khugepaged_scan_mm_slot<'a>(
     pages: u32,
     result: &mut ScanResult,
-    cc: &mut bindings::collapse_control,
+    cc: &mut CollapseControl,
     held: SpinlockHandoff<'a>,
+    mut cursor: ScanCursor<'_>,
 ) -> (u32, SpinlockHandoff<'a>) {
     *result = SCAN_FAIL;
-    let mut addr: c_ulong = 0;
-    // SAFETY: khugepaged_mm_lock is held (`held`); the khugepaged thread
-    // only calls this with a non-empty slot list.
-    let mm = unsafe { bindings::khugepaged_scan_cursor(&mut addr) };
-    let Some(mm) = NonNull::new(mm) else {
-        return (0, held);
-    };
     let released = held.unlock();
 
-    let walk = walk_mm(mm, pages, &mut addr, result, cc);
+    let mut addr = cursor.addr;
+    let walk = walk_mm(&cursor, cursor.mm, pages, &mut addr, result, cc);
+    cursor.addr = addr;
 
     let held = released.relock();
-    // SAFETY: khugepaged_mm_lock is held again and `mm` is the cursor's.
-    unsafe { bindings::khugepaged_scan_advance(mm.as_ptr(), addr, walk.done) };
+    cursor.advance(&held, walk.done);
     (walk.progress, held)
 }

@@ -351,7 +351,7 @@ bool rust_helper_page_is_anon(const struct page *page)
 	return PageAnon(page);
 }
 
-bool rust_helper_khugepaged_warn_zone_device(struct page *page)
+bool rust_helper_page_warn_zone_device(struct page *page)
 {
 	return WARN_ON_ONCE(page && is_zone_device_page(page));
 }
@@ -621,37 +621,45 @@ void rust_helper_folio_remove_rmap_pte(struct folio *folio, struct page *page,
 }
 
 /* Functions with CONFIG_SWAP, inlines or macros without. */
-void rust_helper_khugepaged_free_page_and_swap_cache(struct page *page)
+void rust_helper_mm_free_page_and_swap_cache(struct page *page)
 {
 	free_page_and_swap_cache(page);
 }
 
-void rust_helper_khugepaged_free_swap_cache(struct folio *folio)
+void rust_helper_mm_free_swap_cache(struct folio *folio)
 {
 	free_swap_cache(folio);
 }
 
 /* A list of isolated folios through their lru, as compound_pagelist. */
-void rust_helper_khugepaged_folio_list_init(struct list_head *list)
+void rust_helper_folio_list_init(struct list_head *list)
 {
 	INIT_LIST_HEAD(list);
 }
 
-void rust_helper_khugepaged_folio_list_add(struct folio *folio,
-					   struct list_head *list)
+void rust_helper_folio_list_add_tail(struct folio *folio,
+				     struct list_head *list)
 {
 	list_add_tail(&folio->lru, list);
 }
 
-struct folio *rust_helper_khugepaged_folio_list_next(struct list_head *list,
-						     struct folio *prev)
+struct folio *rust_helper_folio_list_next(struct list_head *list,
+					  struct folio *prev)
 {
 	struct list_head *next = prev ? prev->lru.next : list->next;
 
 	return next == list ? NULL : list_entry(next, struct folio, lru);
 }
 
-void rust_helper_khugepaged_folio_list_del(struct folio *folio)
+struct folio *rust_helper_folio_list_prev(struct list_head *list,
+					  struct folio *next)
+{
+	struct list_head *prev = next ? next->lru.prev : list->prev;
+
+	return prev == list ? NULL : list_entry(prev, struct folio, lru);
+}
+
+void rust_helper_folio_list_del(struct folio *folio)
 {
 	list_del(&folio->lru);
 }
@@ -685,3 +693,8 @@ void rust_helper_mmu_notifier_invalidate_range_end(struct mmu_notifier_range *ra
 }
 
 #endif /* CONFIG_TRANSPARENT_HUGEPAGE */
+
+struct page *rust_helper_pfn_to_page(unsigned long pfn)
+{
+	return pfn_to_page(pfn);
+}

@@ -107,7 +107,7 @@ pub mod virt;
 
 use crate::mm::rmap::AnonVma;
 use crate::mm::virt::{Vma, WriteLockedVma};
-use crate::{bindings, ffi::c_ulong};
+use crate::{bindings, ffi::c_ulong, types::Opaque};
 use core::{marker::PhantomData, ptr::NonNull};
 
 /// Number of PTEs in a PMD-sized range.
@@ -130,6 +130,107 @@ pub(crate) unsafe fn read_once<T: Copy>(p: *const T) -> T {
     unsafe { core::ptr::read_volatile(p) }
 }
 
+/// `count_vm_event(item)`: counts one event in `/proc/vmstat`. An item out
+/// of range is ignored (with a warning).
+#[inline]
+pub fn count_vm_event(item: bindings::vm_event_item) {
+    if warn_on_once(item >= bindings::vm_event_item_NR_VM_EVENT_ITEMS) {
+        return;
+    }
+    // SAFETY: a valid item; a per-cpu counter.
+    unsafe { bindings::count_vm_event(item) };
+}
+
+/// `WARN_ON_ONCE(cond)`: a kernel warning with a backtrace, the first time
+/// `cond` holds (once for all Rust callers); returns `cond`.
+#[inline]
+pub fn warn_on_once(cond: bool) -> bool {
+    // SAFETY: no requirements.
+    unsafe { bindings::warn_on_once(cond) }
+}
+
+/// A borrowed `mm_struct`, as mainline's `kernel::mm::Mm`: a reference
+/// to it proves the structure is live (someone holds `mm_count`, as
+/// khugepaged's mm slot does, or `mm_users`), not that its address space
+/// is. Its mmap lock can always be taken: `exit_mmap()` tears the VMAs down
+/// under the write lock, so a reader sees them all or an empty tree.
+/// (Mainline offers the lock on `MmWithUser` only, for callers that need
+/// the address space to be there; khugepaged checks that itself, with
+/// `hpage_collapse_test_exit()`, once it holds the lock.)
+///
+/// # Invariants
+///
+/// The `mm_struct` is live for as long as the reference is.
+#[repr(transparent)]
+pub struct Mm(Opaque<bindings::mm_struct>);
+
+impl Mm {
+    /// Borrows the `mm_struct` at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to an `mm_struct` that stays live (a reference on
+    /// `mm_count` or `mm_users` is held) for `'a`.
+    #[inline]
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::mm_struct) -> &'a Self {
+        // SAFETY: `Mm` is a transparent wrapper; the structure is live for
+        // `'a` (safety requirements).
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the raw `mm_struct` pointer.
+    #[inline]
+    pub fn as_raw(&self) -> *mut bindings::mm_struct {
+        self.0.get()
+    }
+
+    #[inline]
+    fn locked(&self) -> MmapLocked<'_> {
+        MmapLocked {
+            // SAFETY: a reference is never NULL.
+            mm: unsafe { NonNull::new_unchecked(self.as_raw()) },
+            _lock: PhantomData,
+        }
+    }
+
+    /// Takes the mmap lock for reading (`mmap_read_lock()`). The lock
+    /// order (above) says what may be held meanwhile; lockdep checks it.
+    #[inline]
+    pub fn mmap_read_lock(&self) -> MmapReadGuard<'_> {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { bindings::mmap_read_lock(self.as_raw()) };
+        // INVARIANT: locked just now, for reading.
+        MmapReadGuard {
+            locked: self.locked(),
+        }
+    }
+
+    /// Takes the mmap lock for reading if that does not mean waiting
+    /// (`mmap_read_trylock()`).
+    #[inline]
+    pub fn mmap_read_trylock(&self) -> Option<MmapReadGuard<'_>> {
+        // SAFETY: the mm is live (type invariant).
+        if !unsafe { bindings::mmap_read_trylock(self.as_raw()) } {
+            return None;
+        }
+        // INVARIANT: locked just now, for reading.
+        Some(MmapReadGuard {
+            locked: self.locked(),
+        })
+    }
+
+    /// Takes the mmap lock for writing (`mmap_write_lock()`).
+    #[inline]
+    pub fn mmap_write_lock(&self) -> MmapWriteGuard<'_> {
+        // SAFETY: the mm is live (type invariant).
+        unsafe { bindings::mmap_write_lock(self.as_raw()) };
+        // INVARIANT: locked just now, for writing.
+        MmapWriteGuard {
+            locked: self.locked(),
+        }
+    }
+}
+
 /// Proof that the mmap lock of an mm is held, for reading or writing.
 ///
 /// # Invariants
@@ -147,23 +248,27 @@ impl<'a> MmapLocked<'a> {
     ///
     /// # Safety
     ///
-    /// `mm` must point to a live `mm_struct` whose `mmap_lock` the caller
-    /// holds (read or write) for all of `'a`.
+    /// The caller must hold the mmap lock of `mm` (read or write) for all
+    /// of `'a`.
     #[inline]
-    pub unsafe fn assert_held(mm: NonNull<bindings::mm_struct>) -> Self {
-        // SAFETY: `mm` is valid by the function's safety requirements.
-        unsafe { bindings::mmap_assert_locked(mm.as_ptr()) };
+    pub unsafe fn assert_held(mm: &'a Mm) -> Self {
+        // SAFETY: `mm` is live (type invariant of `Mm`).
+        unsafe { bindings::mmap_assert_locked(mm.as_raw()) };
         // INVARIANT: the caller holds the lock for `'a`.
-        Self {
-            mm,
-            _lock: PhantomData,
-        }
+        mm.locked()
     }
 
     /// Returns the raw `mm_struct` pointer.
     #[inline]
     pub fn as_ptr(&self) -> *mut bindings::mm_struct {
         self.mm.as_ptr()
+    }
+
+    /// The mm whose lock is held.
+    #[inline]
+    pub fn mm(&self) -> &'a Mm {
+        // SAFETY: live for `'a` (type invariant).
+        unsafe { Mm::from_raw(self.mm.as_ptr()) }
     }
 
     /// `flush_tlb_mm()`: flushes every TLB entry of the mm, on every CPU.
@@ -332,25 +437,6 @@ pub struct MmapReadGuard<'a> {
 }
 
 impl<'a> MmapReadGuard<'a> {
-    /// Takes the mmap lock of `mm` for reading.
-    ///
-    /// # Safety
-    ///
-    /// `mm` must point to an `mm_struct` that stays live for `'a`, and the
-    /// caller must hold no lock below the mmap lock.
-    #[inline]
-    pub unsafe fn lock(mm: NonNull<bindings::mm_struct>) -> Self {
-        // SAFETY: `mm` is live (safety requirements).
-        unsafe { bindings::mmap_read_lock(mm.as_ptr()) };
-        // INVARIANT: locked just now, for reading.
-        Self {
-            locked: MmapLocked {
-                mm,
-                _lock: PhantomData,
-            },
-        }
-    }
-
     /// Takes over the read lock that the caller holds on `mm` (asserted
     /// with `mmap_assert_locked()`): the guard releases it, as C code that
     /// is called with the lock and returns without it
@@ -358,41 +444,16 @@ impl<'a> MmapReadGuard<'a> {
     ///
     /// # Safety
     ///
-    /// `mm` must point to an `mm_struct` that stays live for `'a`, whose
-    /// mmap lock the caller holds for reading and no longer releases
-    /// itself.
+    /// The caller must hold the mmap lock of `mm` for reading, and no
+    /// longer release it itself.
     #[inline]
-    pub unsafe fn adopt(mm: NonNull<bindings::mm_struct>) -> Self {
-        // SAFETY: `mm` is live (safety requirements).
-        unsafe { bindings::mmap_assert_locked(mm.as_ptr()) };
+    pub unsafe fn adopt(mm: &'a Mm) -> Self {
+        // SAFETY: `mm` is live (type invariant of `Mm`).
+        unsafe { bindings::mmap_assert_locked(mm.as_raw()) };
         // INVARIANT: held for reading, and now released by this guard only.
         Self {
-            locked: MmapLocked {
-                mm,
-                _lock: PhantomData,
-            },
+            locked: mm.locked(),
         }
-    }
-
-    /// Takes the mmap lock of `mm` for reading if that does not mean
-    /// waiting (`mmap_read_trylock()`).
-    ///
-    /// # Safety
-    ///
-    /// As [`MmapReadGuard::lock`].
-    #[inline]
-    pub unsafe fn try_lock(mm: NonNull<bindings::mm_struct>) -> Option<Self> {
-        // SAFETY: `mm` is live (safety requirements).
-        if !unsafe { bindings::mmap_read_trylock(mm.as_ptr()) } {
-            return None;
-        }
-        // INVARIANT: locked just now, for reading.
-        Some(Self {
-            locked: MmapLocked {
-                mm,
-                _lock: PhantomData,
-            },
-        })
     }
 
     /// Lends the held lock to C code that may release it (as
@@ -442,26 +503,6 @@ impl Drop for MmapReadGuard<'_> {
 #[must_use = "the mmap lock is released when the guard is dropped"]
 pub struct MmapWriteGuard<'a> {
     locked: MmapLocked<'a>,
-}
-
-impl<'a> MmapWriteGuard<'a> {
-    /// Takes the mmap lock of `mm` for writing.
-    ///
-    /// # Safety
-    ///
-    /// As [`MmapReadGuard::lock`].
-    #[inline]
-    pub unsafe fn lock(mm: NonNull<bindings::mm_struct>) -> Self {
-        // SAFETY: `mm` is live (safety requirements).
-        unsafe { bindings::mmap_write_lock(mm.as_ptr()) };
-        // INVARIANT: locked just now, for writing.
-        Self {
-            locked: MmapLocked {
-                mm,
-                _lock: PhantomData,
-            },
-        }
-    }
 }
 
 impl MmapWriteGuard<'_> {

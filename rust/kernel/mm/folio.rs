@@ -9,7 +9,9 @@
 use crate::mm::virt::Vma;
 use crate::types::Opaque;
 use crate::{bindings, ffi::c_ulong};
-use core::{marker::PhantomData, ptr::NonNull};
+use core::marker::{PhantomData, PhantomPinned};
+use core::pin::{pin, Pin};
+use core::ptr::NonNull;
 
 /// A locked page-cache folio, with a reference.
 ///
@@ -90,6 +92,13 @@ impl<'a> LockedFolio<'a> {
     #[inline]
     pub fn order(&self) -> u32 {
         self.nr.trailing_zeros()
+    }
+
+    /// `folio_pfn(folio)`: the pfn of its first page.
+    #[inline]
+    pub fn pfn(&self) -> c_ulong {
+        // SAFETY: we hold a reference (type invariant).
+        unsafe { bindings::folio_pfn(self.as_ptr()) }
     }
 
     /// `folio_page(folio, n)`: the page at index `n`, or NULL when `n` is
@@ -365,32 +374,15 @@ impl Folio {
         unsafe { bindings::folio_ref_count(self.as_ptr()) }
     }
 
-    /// `folio_isolate_lru()`: takes the folio off its LRU list, with a new
-    /// reference, so that reclaim and compaction leave it alone; `false` if
-    /// it was not on one.
-    ///
-    /// # Safety
-    ///
-    /// The caller must hold a reference (a mapping counts) and, on
-    /// success, account for the isolation (`NR_ISOLATED_*`) and end it
-    /// with [`Folio::putback_lru`].
+    /// `folio_trylock()`: locks the folio if nobody holds its lock.
     #[inline]
-    pub unsafe fn isolate_lru(&self) -> bool {
-        // SAFETY: live and referenced (safety requirements).
-        unsafe { folio_isolate_lru(self.as_ptr()) }
-    }
-
-    /// `folio_putback_lru()`: puts an isolated folio back on an LRU list
-    /// and drops the reference the isolation took.
-    ///
-    /// # Safety
-    ///
-    /// The folio must have been isolated by [`Folio::isolate_lru`], whose
-    /// reference the caller gives up; the isolation must be unaccounted.
-    #[inline]
-    pub unsafe fn putback_lru(&self) {
-        // SAFETY: isolated (safety requirements).
-        unsafe { folio_putback_lru(self.as_ptr()) }
+    pub fn trylock(&self) -> Option<FolioLockGuard<'_>> {
+        // SAFETY: live (type invariant).
+        if !unsafe { bindings::folio_trylock(self.as_ptr()) } {
+            return None;
+        }
+        // INVARIANT: locked just now.
+        Some(FolioLockGuard { folio: self })
     }
 
     /// `folio_likely_mapped_shared()`: probably mapped by more than one
@@ -400,4 +392,255 @@ impl Folio {
         // SAFETY: live (type invariant); reads atomics.
         unsafe { bindings::folio_likely_mapped_shared(self.as_ptr()) }
     }
+}
+
+/// A folio locked with [`Folio::trylock`], borrowed; the drop unlocks it.
+///
+/// # Invariants
+///
+/// The guard holds the lock of `folio`.
+#[must_use = "the folio is unlocked when the guard is dropped"]
+pub struct FolioLockGuard<'a> {
+    folio: &'a Folio,
+}
+
+impl<'a> FolioLockGuard<'a> {
+    /// `folio_isolate_lru()` of the locked folio: takes it off its LRU list
+    /// with a reference of its own, so that reclaim, compaction and
+    /// migration leave it alone, and counts it in `NR_ISOLATED_ANON` or
+    /// `NR_ISOLATED_FILE`. Gives the guard back if it was on no LRU.
+    #[inline]
+    pub fn isolate_lru(self) -> Result<IsolatedFolio, Self> {
+        let folio = self.folio;
+        // SAFETY: live, and referenced by what the borrow stands for (the
+        // `Folio` invariant): folio_isolate_lru()'s requirement.
+        if !unsafe { folio_isolate_lru(folio.as_ptr()) } {
+            return Err(self);
+        }
+        let nr = folio.nr_pages() as i32;
+        // SAFETY: isolated just now; a per-node counter.
+        unsafe { bindings::node_stat_mod_folio(folio.as_ptr(), isolated_item(folio), nr) };
+        core::mem::forget(self);
+        // INVARIANT: locked (the guard's lock, handed over), isolated with
+        // its own reference, counted.
+        Ok(IsolatedFolio {
+            // SAFETY: a reference is never NULL.
+            folio: unsafe { NonNull::new_unchecked(folio.as_ptr()) },
+        })
+    }
+}
+
+impl core::ops::Deref for FolioLockGuard<'_> {
+    type Target = Folio;
+
+    #[inline]
+    fn deref(&self) -> &Folio {
+        self.folio
+    }
+}
+
+impl Drop for FolioLockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: locked by this guard (type invariant).
+        unsafe { bindings::folio_unlock(self.folio.as_ptr()) };
+    }
+}
+
+/// `NR_ISOLATED_ANON` or `NR_ISOLATED_FILE`, the counter of `folio`.
+#[inline]
+fn isolated_item(folio: &Folio) -> bindings::node_stat_item {
+    bindings::node_stat_item_NR_ISOLATED_ANON + folio.is_file_lru() as bindings::node_stat_item
+}
+
+/// A folio that is locked, isolated from the LRU and counted as isolated,
+/// as the folios a collapse or a migration works on are: reclaim,
+/// compaction and rmap walks that lock folios leave it alone. Dropping it
+/// ends all three (`release_pte_folio()` in khugepaged): it is uncounted,
+/// unlocked and put back on an LRU list.
+///
+/// # Invariants
+///
+/// `folio` is locked by this object, isolated from the LRU with a
+/// reference this object owns, and counted in `NR_ISOLATED_*`; its `lru`
+/// field is this object's (an [`IsolatedList`] links it).
+#[must_use = "the folio goes back to the LRU when dropped"]
+pub struct IsolatedFolio {
+    folio: NonNull<bindings::folio>,
+}
+
+impl IsolatedFolio {
+    /// Ends the isolation of a folio whose mappings were all removed: as the
+    /// drop, with `free_swap_cache()` in between, so that the last put
+    /// frees it (`__collapse_huge_page_copy_succeeded()`).
+    #[inline]
+    pub fn putback_free_swap_cache(self) {
+        let this = core::mem::ManuallyDrop::new(self);
+        let folio = this.folio.as_ptr();
+        // SAFETY: locked, isolated and counted by this object (type
+        // invariant), which gives all three up here.
+        unsafe {
+            bindings::node_stat_sub_folio(folio, isolated_item(&this));
+            bindings::folio_unlock(folio);
+            bindings::mm_free_swap_cache(folio);
+            folio_putback_lru(folio);
+        }
+    }
+}
+
+impl core::ops::Deref for IsolatedFolio {
+    type Target = Folio;
+
+    #[inline]
+    fn deref(&self) -> &Folio {
+        // SAFETY: the isolation's reference keeps it live (type invariant).
+        unsafe { Folio::from_raw(self.folio.as_ptr()) }
+    }
+}
+
+impl Drop for IsolatedFolio {
+    #[inline]
+    fn drop(&mut self) {
+        let folio = self.folio.as_ptr();
+        let nr = self.nr_pages() as i32;
+        // SAFETY: locked, isolated and counted by this object (type
+        // invariant), which gives all three up here.
+        unsafe {
+            bindings::node_stat_mod_folio(folio, isolated_item(self), -nr);
+            bindings::folio_unlock(folio);
+            folio_putback_lru(folio);
+        }
+    }
+}
+
+/// Isolated folios, listed through their `lru` field (free while they are
+/// isolated) in the order they were added, as khugepaged's
+/// `compound_pagelist`. Only lent out by [`IsolatedList::with`], which
+/// releases what is left on it at the end.
+///
+/// # Invariants
+///
+/// `head` is an initialised list head at a fixed address; every entry is
+/// the `lru` of a folio whose [`IsolatedFolio`] the list owns.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{mm::HPAGE_PMD_SIZE, mm::folio::{lru_add_drain, IsolatedList}, mm::kunit::KthreadMm};
+///
+/// const ADDR: usize = 0x4000_0000;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
+/// mm.write(ADDR, &[1])?;
+/// mm.write(ADDR + 4096, &[2])?;
+/// // Fresh folios may sit in a per-cpu batch, off the LRU: drain it.
+/// lru_add_drain();
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// let (a, _) = ptes.normal_folio(0).ok_or(EINVAL)?;
+/// let (b, _) = ptes.normal_folio(1).ok_or(EINVAL)?;
+/// // Under the PTE lock; checked once it is released.
+/// let mut seen = [false; 6];
+/// IsolatedList::with(|list| {
+///     let Some(ia) = a.trylock().and_then(|l| l.isolate_lru().ok()) else {
+///         return;
+///     };
+///     seen[0] = !a.is_lru() && a.is_locked();
+///     // Locked already: no second lock, so no second isolation.
+///     seen[1] = a.trylock().is_none();
+///     list.push(ia);
+///     if let Some(ib) = b.trylock().and_then(|l| l.isolate_lru().ok()) {
+///         list.push(ib);
+///     }
+///     seen[2] = list.contains(a) && list.contains(b);
+///     // In the order they were added; dropped, unlocked.
+///     seen[3] = list.pop().is_some_and(|first| first.pfn() == a.pfn());
+///     seen[4] = !a.is_locked() && !list.contains(a) && list.contains(b);
+/// });
+/// // What the list held is released at the end.
+/// seen[5] = !b.is_locked();
+/// drop(ptes);
+/// assert_eq!(seen, [true; 6]);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct IsolatedList {
+    head: Opaque<bindings::list_head>,
+    _pin: PhantomPinned,
+}
+
+impl IsolatedList {
+    /// Runs `f` with a new, empty list; what `f` leaves on it is released
+    /// (dropped) after.
+    #[inline]
+    pub fn with<R>(f: impl FnOnce(Pin<&Self>) -> R) -> R {
+        let list = pin!(Self {
+            head: Opaque::uninit(),
+            _pin: PhantomPinned,
+        });
+        // SAFETY: the head is pinned on this stack frame until the end.
+        unsafe { bindings::folio_list_init(list.head.get()) };
+        // INVARIANT: initialised, pinned, empty.
+        let list = list.into_ref();
+        let r = f(list);
+        while let Some(folio) = list.pop() {
+            drop(folio);
+        }
+        r
+    }
+
+    /// Adds `folio` at the end.
+    #[inline]
+    pub fn push(self: Pin<&Self>, folio: IsolatedFolio) {
+        let folio = core::mem::ManuallyDrop::new(folio);
+        // SAFETY: the list is initialised (type invariant) and the folio's
+        // `lru` is its isolation's, now the list's.
+        unsafe { bindings::folio_list_add_tail(folio.folio.as_ptr(), self.head.get()) };
+    }
+
+    /// The first folio, without taking it off.
+    #[inline]
+    pub fn first(self: Pin<&Self>) -> Option<&Folio> {
+        // SAFETY: the list is initialised (type invariant).
+        let f = unsafe { bindings::folio_list_next(self.head.get(), core::ptr::null_mut()) };
+        // SAFETY: on the list, so isolated with a reference the list owns,
+        // for as long as the list is borrowed.
+        (!f.is_null()).then(|| unsafe { Folio::from_raw(f) })
+    }
+
+    /// Takes the first folio off the list.
+    #[inline]
+    pub fn pop(self: Pin<&Self>) -> Option<IsolatedFolio> {
+        let f = NonNull::new(self.first()?.as_ptr())?;
+        // SAFETY: `f` is on the list (initialised: type invariant).
+        unsafe { bindings::folio_list_del(f.as_ptr()) };
+        // INVARIANT: the list's isolated folio, handed back.
+        Some(IsolatedFolio { folio: f })
+    }
+
+    /// Whether `folio` is on the list; looks from the end, where the folio
+    /// added last is.
+    #[inline]
+    pub fn contains(self: Pin<&Self>, folio: &Folio) -> bool {
+        let mut f = core::ptr::null_mut();
+        loop {
+            // SAFETY: the list is initialised and its folios live (type
+            // invariant).
+            f = unsafe { bindings::folio_list_prev(self.head.get(), f) };
+            if f.is_null() {
+                return false;
+            }
+            if f == folio.as_ptr() {
+                return true;
+            }
+        }
+    }
+}
+
+/// `lru_add_drain()`: moves this CPU's batched folios onto the LRU lists.
+#[inline]
+pub fn lru_add_drain() {
+    // SAFETY: no requirements.
+    unsafe { bindings::lru_add_drain() };
 }

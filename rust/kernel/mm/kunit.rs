@@ -4,7 +4,7 @@
 //! of [`crate::mm`] run against.
 
 use crate::error::{code::*, Result};
-use crate::mm::{MmapReadGuard, MmapWriteGuard};
+use crate::mm::{Mm, MmapReadGuard, MmapWriteGuard};
 use crate::{bindings, ffi::c_ulong};
 use core::{marker::PhantomData, ptr::NonNull};
 
@@ -83,22 +83,25 @@ impl KthreadMm {
             .write_slice(data)
     }
 
+    /// The mm, borrowed.
+    pub fn mm(&self) -> &Mm {
+        // SAFETY: the fixture owns a reference on the mm (type invariant).
+        unsafe { Mm::from_raw(self.mm.as_ptr()) }
+    }
+
     /// Takes the mmap lock for reading.
     pub fn mmap_read(&self) -> MmapReadGuard<'_> {
-        // SAFETY: the guard owns a reference on the mm (type invariant).
-        unsafe { MmapReadGuard::lock(self.mm) }
+        self.mm().mmap_read_lock()
     }
 
     /// Takes the mmap lock for reading, without waiting.
     pub fn mmap_try_read(&self) -> Option<MmapReadGuard<'_>> {
-        // SAFETY: the guard owns a reference on the mm (type invariant).
-        unsafe { MmapReadGuard::try_lock(self.mm) }
+        self.mm().mmap_read_trylock()
     }
 
     /// Takes the mmap lock for writing.
     pub fn mmap_write(&self) -> MmapWriteGuard<'_> {
-        // SAFETY: the guard owns a reference on the mm (type invariant).
-        unsafe { MmapWriteGuard::lock(self.mm) }
+        self.mm().mmap_write_lock()
     }
 
     /// Returns `&mm->page_table_lock`.

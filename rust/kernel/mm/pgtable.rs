@@ -55,6 +55,10 @@ impl PmdKind {
     }
 }
 
+/// The identity of a PMD entry (its address), as [`Pmd::id`] returns it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PmdId(usize);
+
 /// A PMD entry of a [`Vma`], for a PMD-aligned range inside it.
 ///
 /// # Invariants
@@ -158,6 +162,13 @@ impl<'a> Pmd<'a> {
         self.pmd.as_ptr()
     }
 
+    /// The entry's identity (its address), to check later that a lookup
+    /// under a retaken lock found the same entry.
+    #[inline]
+    pub fn id(&self) -> PmdId {
+        PmdId(self.pmd.as_ptr() as usize)
+    }
+
     /// `pmdp_get_lockless()`: the entry, read without its lock.
     #[inline]
     pub fn get_lockless(&self) -> bindings::pmd_t {
@@ -202,6 +213,7 @@ impl<'a> Pmd<'a> {
             // SAFETY: `ptl` is set whenever a table was mapped.
             ptl: unsafe { NonNull::new_unchecked(ptl) },
             pmd: self,
+            detached: false,
         })
     }
 }
@@ -395,9 +407,9 @@ unsafe fn read_pte(ptes: NonNull<bindings::pte_t>, i: usize) -> Option<Pte> {
 /// assert!(ptes.get(HPAGE_PMD_NR).is_none());
 /// // Entry 1 maps a small anonymous folio, entry 0 nothing.
 /// assert!(ptes.normal_folio(0).is_none());
-/// let (folio, page) = ptes.normal_folio(1).ok_or(EINVAL)?;
+/// let (folio, pfn) = ptes.normal_folio(1).ok_or(EINVAL)?;
 /// assert!(folio.is_anon() && !folio.is_large() && folio.mapcount() == 1);
-/// assert_eq!(page, folio.as_ptr().cast());
+/// assert_eq!(pfn, folio.pfn());
 /// drop(ptes);
 /// assert!(!locked(ptl));
 ///
@@ -418,6 +430,8 @@ pub struct PteMapLock<'p> {
     pub(super) ptes: NonNull<bindings::pte_t>,
     pub(super) ptl: NonNull<bindings::spinlock_t>,
     pub(super) pmd: &'p Pmd<'p>,
+    // A table detached by `DetachedPtes`, which the map borrows.
+    pub(super) detached: bool,
 }
 
 impl<'p> PteMapLock<'p> {
@@ -441,6 +455,7 @@ impl<'p> PteMapLock<'p> {
             // SAFETY: `ptl` is set whenever a table was mapped.
             ptl: unsafe { NonNull::new_unchecked(ptl) },
             pmd,
+            detached: false,
         })
     }
 
@@ -457,6 +472,7 @@ impl<'p> PteMapLock<'p> {
             ptes: this.ptes,
             ptl: this.ptl,
             pmd: this.pmd,
+            detached: this.detached,
         }
     }
 
@@ -473,27 +489,46 @@ impl<'p> PteMapLock<'p> {
         self.ptl.as_ptr()
     }
 
-    /// The page that entry `i` maps and its folio, as `vm_normal_page()`
-    /// sees them: `None` for an entry that is not present or maps no
-    /// normal page (the zero page, a PFN map). Zone-device pages are
-    /// returned too ([`Folio::is_zone_device`]).
+    /// The folio that entry `i` maps and the pfn of the page, as
+    /// `vm_normal_page()` sees them: `None` for an entry that is not
+    /// present or maps no normal page (the zero page, a PFN map).
+    /// Zone-device pages are returned too ([`Folio::is_zone_device`]).
     ///
     /// The folio stays live while `self` is borrowed: the entry, which
     /// holds a reference to it, cannot change while its lock is held.
     #[inline]
-    pub fn normal_folio(&self, i: usize) -> Option<(&Folio, *mut bindings::page)> {
-        let pte = self.get(i).filter(|pte| pte.is_present())?;
-        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
-        // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a
-        // present entry read under its table's lock.
-        let page = unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.raw) };
-        if page.is_null() {
-            return None;
-        }
-        // SAFETY: a mapped page; its folio is live while the entry maps it,
-        // which the held lock keeps for the borrow of `self`.
-        Some((unsafe { Folio::from_raw(bindings::page_folio(page)) }, page))
+    pub fn normal_folio(&self, i: usize) -> Option<(&Folio, c_ulong)> {
+        // SAFETY: the lock is held (type invariant).
+        unsafe { normal_folio(self.pmd, self.ptes, i) }
     }
+}
+
+/// The folio that entry `i` of the table at `ptes` under `pmd` maps, and
+/// the page's pfn (`vm_normal_page()`).
+///
+/// # Safety
+///
+/// `ptes` must start the [`HPAGE_PMD_NR`] mapped entries of the table,
+/// whose lock the caller holds while the result is used.
+#[inline]
+unsafe fn normal_folio<'s>(
+    pmd: &Pmd<'_>,
+    ptes: NonNull<bindings::pte_t>,
+    i: usize,
+) -> Option<(&'s Folio, c_ulong)> {
+    // SAFETY: mapped entries (safety requirements).
+    let pte = unsafe { read_pte(ptes, i) }.filter(|pte| pte.is_present())?;
+    let addr = pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+    // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a present
+    // entry read under its table's lock.
+    let page = unsafe { bindings::vm_normal_page(pmd.vma.as_ptr(), addr, pte.raw) };
+    if page.is_null() {
+        return None;
+    }
+    // SAFETY: a mapped page; its folio is live while the entry maps it,
+    // which the held lock keeps (safety requirements).
+    let folio = unsafe { Folio::from_raw(bindings::page_folio(page)) };
+    Some((folio, pte.pfn()?))
 }
 
 impl private::Sealed for PteMapLock<'_> {}
@@ -531,6 +566,8 @@ pub struct PteMap<'p> {
     pub(super) ptes: NonNull<bindings::pte_t>,
     pub(super) ptl: NonNull<bindings::spinlock_t>,
     pub(super) pmd: &'p Pmd<'p>,
+    // A table detached by `DetachedPtes`, which the map borrows.
+    pub(super) detached: bool,
 }
 
 impl<'p> PteMap<'p> {
@@ -570,6 +607,219 @@ impl<'p> PteMap<'p> {
             bindings::ptep_clear(self.pmd.vma.mm(), addr, self.ptes.as_ptr().add(i));
         }
         true
+    }
+}
+
+/// What [`PteMap::unmap_detached`] did with an entry.
+pub enum Unmapped {
+    /// The entry was none: nothing done.
+    None,
+    /// The entry mapped the zero page: cleared (`ksm_might_unmap_zero_page()`
+    /// told).
+    ZeroPage,
+    /// The entry mapped a normal page: cleared, its rmap removed; the
+    /// reference it held is in the [`UnmappedPage`].
+    Page(UnmappedPage),
+    /// Not unmapped: not a detached table's map, `held` not its lock, an
+    /// index out of range, or an entry that maps no normal page.
+    Refused,
+}
+
+/// A page whose page-table entry was cleared and whose rmap was removed,
+/// with the reference the entry held; dropping it puts that reference
+/// (`free_page_and_swap_cache()`), which frees a page nobody else holds.
+///
+/// # Invariants
+///
+/// This object owns one reference on `page`, which no entry reachable by
+/// the MMU maps any more.
+#[must_use = "the page is put when dropped"]
+pub struct UnmappedPage {
+    page: NonNull<bindings::page>,
+}
+
+impl UnmappedPage {
+    /// The page's folio, which the reference keeps live.
+    #[inline]
+    pub fn folio(&self) -> &Folio {
+        // SAFETY: referenced by this object (type invariant).
+        unsafe { Folio::from_raw(bindings::page_folio(self.page.as_ptr())) }
+    }
+}
+
+impl Drop for UnmappedPage {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference (type invariant); no TLB entry can
+        // reach the page any more.
+        unsafe { bindings::mm_free_page_and_swap_cache(self.page.as_ptr()) };
+    }
+}
+
+impl PteMap<'_> {
+    /// Unmaps entry `i` of a detached table (a map from
+    /// [`DetachedPtes::map_lock`]) under its lock `held`: clears it and, for
+    /// a normal page, removes its rmap (`folio_remove_rmap_pte()`, under
+    /// the lock, which keeps preemption off for the per-cpu counters). No
+    /// TLB flush is needed: the detach flushed the range, and the MMU cannot
+    /// reach the table meanwhile.
+    #[inline]
+    pub fn unmap_detached(&self, held: &(impl PtlHeld + ?Sized), i: usize) -> Unmapped {
+        if !self.detached || held.held_ptl() != self.ptl.as_ptr() {
+            return Unmapped::Refused;
+        }
+        let Some(pte) = self.get(i) else {
+            return Unmapped::Refused;
+        };
+        if pte.is_none() {
+            return Unmapped::None;
+        }
+        let vma = self.pmd.vma;
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let page = if pte.is_zero_page() {
+            None
+        } else {
+            // SAFETY: the VMA is valid; `pte` was read under the lock.
+            match NonNull::new(unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) }) {
+                Some(page) if pte.is_present() => Some(page),
+                _ => return Unmapped::Refused,
+            }
+        };
+        // SAFETY: `i` is within the mapped entries and the table's lock is
+        // held.
+        unsafe { bindings::ptep_clear(vma.mm(), addr, self.ptes.as_ptr().add(i)) };
+        let Some(page) = page else {
+            // SAFETY: the zero-page entry was just cleared.
+            unsafe { bindings::ksm_might_unmap_zero_page(vma.mm(), pte.raw) };
+            return Unmapped::ZeroPage;
+        };
+        // SAFETY: the entry mapping `page` in `vma` was just cleared under
+        // the lock; its reference is now ours.
+        unsafe {
+            bindings::folio_remove_rmap_pte(
+                bindings::page_folio(page.as_ptr()),
+                page.as_ptr(),
+                vma.as_ptr(),
+            )
+        };
+        // INVARIANT: the cleared entry's reference; the table is detached.
+        Unmapped::Page(UnmappedPage { page })
+    }
+
+    /// Copies what entry `i` of a detached table maps into page `i` of
+    /// `dst` (`copy_mc_user_highpage()`), or zeroes that page for a none or
+    /// zero-page entry (`clear_user_highpage()`). `false` on a memory error
+    /// in the source (machine check), and (copying nothing) if this is not
+    /// a detached table's map, `i` is out of range or the entry maps no
+    /// normal page.
+    #[inline]
+    pub fn copy_detached(&self, i: usize, dst: &NewFolio) -> bool {
+        let (Some(pte), true) = (self.get(i), self.detached && i < dst.nr) else {
+            return false;
+        };
+        let vma = self.pmd.vma;
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let to = dst.page(i);
+        if pte.is_none_or_zero() {
+            // SAFETY: `to` is a page of `dst`, which nothing maps.
+            unsafe { bindings::clear_user_highpage(to, addr) };
+            return true;
+        }
+        if !pte.is_present() {
+            return false;
+        }
+        // SAFETY: the VMA is valid; only this map changes the entry.
+        let from = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) };
+        if from.is_null() {
+            return false;
+        }
+        // SAFETY: `from` is mapped by the entry, which holds a reference and
+        // only this map changes; `to` is a page of `dst`.
+        unsafe { bindings::copy_mc_user_highpage(to, from, addr, vma.as_ptr()) == 0 }
+    }
+}
+
+/// Why [`PteMap::unmap_file_page`] did not unmap an entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UnmapFileError {
+    /// The entry is not present (swapped out, migrating).
+    NotPresent,
+    /// The entry maps another page than the folio's: an anonymous one
+    /// (a CoW copy, a uprobe's) if `anon`.
+    Mismatch {
+        /// Whether the page mapped instead is anonymous.
+        anon: bool,
+    },
+    /// `held` is not this table's lock, or `i` is out of range.
+    Refused,
+}
+
+impl PteMap<'_> {
+    /// As [`PteMapLock::normal_folio`], under this table's lock `held`
+    /// (`None` if it is another lock).
+    #[inline]
+    pub fn normal_folio<'s>(
+        &'s self,
+        held: &'s (impl PtlHeld + ?Sized),
+        i: usize,
+    ) -> Option<(&'s Folio, c_ulong)> {
+        if held.held_ptl() != self.ptl.as_ptr() {
+            return None;
+        }
+        // SAFETY: the lock is held for `'s`.
+        unsafe { normal_folio(self.pmd, self.ptes, i) }
+    }
+
+    /// Unmaps entry `i` under this table's lock `held`, if it maps page `i`
+    /// of the locked page-cache `folio` (which must be the one for the PMD
+    /// range): clears it (`ptep_clear()`) and removes its rmap
+    /// (`folio_remove_rmap_ptes()`). The reference the entry held is the
+    /// caller's to drop ([`LockedFolio::ref_sub_mappings`]) once no TLB
+    /// entry can map the page; the TLB flush is left to the caller.
+    /// Returns whether an entry was unmapped: `false` for a none entry,
+    /// which is left alone.
+    #[inline]
+    pub fn unmap_file_page(
+        &self,
+        held: &(impl PtlHeld + ?Sized),
+        i: usize,
+        folio: &LockedFolio<'_>,
+    ) -> Result<bool, UnmapFileError> {
+        if held.held_ptl() != self.ptl.as_ptr() {
+            return Err(UnmapFileError::Refused);
+        }
+        let pte = self.get(i).ok_or(UnmapFileError::Refused)?;
+        if pte.is_none() {
+            return Ok(false);
+        }
+        if !pte.is_present() {
+            return Err(UnmapFileError::NotPresent);
+        }
+        let vma = self.pmd.vma;
+        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: the VMA is valid; `pte` was read under the lock.
+        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) };
+        // Zone-device pages are none here, with a warning (as C does).
+        #[cfg(CONFIG_ZONE_DEVICE)]
+        // SAFETY: `page` is NULL or a mapped page, live under the lock.
+        let page = if unsafe { bindings::page_warn_zone_device(page) } {
+            core::ptr::null_mut()
+        } else {
+            page
+        };
+        if page.is_null() || page != folio.page(i) {
+            // SAFETY: a page mapped by the entry, live under the lock.
+            let anon = !page.is_null() && unsafe { bindings::page_is_anon(page) };
+            return Err(UnmapFileError::Mismatch { anon });
+        }
+        // SAFETY: `i` is within the mapped entries, the lock is held, and
+        // the entry maps page `i` of the locked folio, whose rmap goes with
+        // it.
+        unsafe {
+            bindings::ptep_clear(vma.mm(), addr, self.ptes.as_ptr().add(i));
+            bindings::folio_remove_rmap_ptes(folio.as_ptr(), page, 1, vma.as_ptr());
+        }
+        Ok(true)
     }
 }
 
@@ -760,28 +1010,33 @@ impl<'p> PmdPteLock<'p> {
     /// The table must be freed with [`DetachedTable::free`] once the locks
     /// (and any mmu_notifier invalidation) are released.
     ///
-    /// # Safety
-    ///
-    /// No present PTE may be left in the table: each was cleared under this
-    /// table's lock with its rmap and references dropped, or the caller
-    /// knows that none can exist (a held lock on the only folio that may be
-    /// mapped there, with no anon_vma or uffd-wp on the VMA).
+    /// Only an empty table is detached: `None` (and nothing done) if an
+    /// entry is not none (a page, swap entry or marker still there, whose
+    /// mapping would be lost with the table). The entries are read under
+    /// the held PTE lock, so they stay none.
     #[inline]
-    pub unsafe fn collapse_flush(&self) -> DetachedTable<'p> {
+    pub fn collapse_flush(&self) -> Option<DetachedTable<'p>> {
         let pmd = self.pml.pmd;
+        let ptes = pmd.map_nolock()?;
+        // The lock held (type invariant) is this table's.
+        if ptes.ptl != self.ptl || !(0..HPAGE_PMD_NR).all(|i| ptes.get(i).is_some_and(Pte::is_none))
+        {
+            return None;
+        }
+        drop(ptes);
         // SAFETY: both locks are held (type invariant), the VMA maps the
-        // entry's range (`Pmd` invariant); the rest is the caller's promise.
+        // entry's range (`Pmd` invariant), and the table is empty.
         let pgt_pmd =
             unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
         // SAFETY: no requirement beyond holding the PMD lock.
         unsafe { bindings::pmdp_get_lockless_sync() };
         // INVARIANT: detached just now, not freed.
-        DetachedTable {
+        Some(DetachedTable {
             pgt_pmd,
             mm: pmd.vma.mm(),
             haddr: pmd.haddr,
             _pmd: PhantomData,
-        }
+        })
     }
 }
 
@@ -856,7 +1111,7 @@ impl DetachedTable<'_> {
 /// # Examples
 ///
 /// ```
-/// use kernel::{bindings, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange, mm::pgtable::PmdKind};
+/// use kernel::{bindings, mm::HPAGE_PMD_NR, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange, mm::pgtable::{PmdKind, Unmapped}};
 ///
 /// const ADDR: usize = 0x4000_0000;
 /// let mm = KthreadMm::new()?;
@@ -879,11 +1134,22 @@ impl DetachedTable<'_> {
 /// let ptes = detached.map_lock().ok_or(EINVAL)?;
 /// assert!(ptes.get(0).ok_or(EINVAL)?.is_none());
 /// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
-/// // Unlocked, still mapped.
+/// // Unlocked, still mapped; its entries can be unmapped under its lock.
 /// let ptes = ptes.unlock();
+/// let held = ptes.lock();
+/// assert!(matches!(ptes.unmap_detached(&held, 0), Unmapped::None));
+/// assert!(matches!(ptes.unmap_detached(&held, HPAGE_PMD_NR), Unmapped::Refused));
+/// drop(held);
+/// // The map borrows `detached`: it goes first.
+/// drop(ptes);
 /// // Dropped: the table is back, PTEs and all.
 /// drop(detached);
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
+/// // A map of a table in place is no detached one: nothing is unmapped.
+/// let ptes = pmd.map_nolock().ok_or(EINVAL)?;
+/// let held = ptes.lock();
+/// assert!(matches!(ptes.unmap_detached(&held, 1), Unmapped::Refused));
+/// drop(held);
 /// drop(ptes);
 /// let ptes = pmd.map_lock().ok_or(EINVAL)?;
 /// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
@@ -905,11 +1171,13 @@ impl<'p> DetachedPtes<'p> {
     /// so that the PTEs and page references read under the lock are
     /// final.
     ///
-    /// The mapping may outlive `self`: the table stays allocated while the
-    /// VMA is write-locked, whether it is put back or deposited. Its lock
-    /// must not: release it ([`PteMapLock::unlock`]) before `self` goes.
+    /// The map borrows `self`: while the table is detached, only this map
+    /// reaches it, so its entries can be unmapped
+    /// ([`PteMap::unmap_detached`]) and copied ([`PteMap::copy_detached`])
+    /// without a TLB flush, which the detach did. Its lock must be released
+    /// ([`PteMapLock::unlock`]) before the table is put back.
     #[inline]
-    pub fn map_lock(&self) -> Option<PteMapLock<'p>> {
+    pub fn map_lock(&self) -> Option<PteMapLock<'_>> {
         if !self.synced.replace(true) {
             tlb_remove_table_sync_one();
         }
@@ -917,7 +1185,10 @@ impl<'p> DetachedPtes<'p> {
         // SAFETY: `pmdval` is a PTE table entry of this mm for `haddr`, and
         // the table is not freed (type invariant); it is read only during
         // the call.
-        unsafe { PteMapLock::new(self.pmd, &mut pmdval) }
+        let mut map = unsafe { PteMapLock::new(self.pmd, &mut pmdval) }?;
+        // INVARIANT: a map of this detached table, borrowing `self`.
+        map.detached = true;
+        Some(map)
     }
 
     /// Replaces the table by a huge PMD mapping `folio` in the VMA, which
@@ -928,16 +1199,23 @@ impl<'p> DetachedPtes<'p> {
     /// and `deferred_split_folio()`. The folio is marked uptodate first,
     /// so its contents are visible before the entry is.
     ///
-    /// # Safety
-    ///
-    /// Every entry of the table must have been cleared (with its rmap,
-    /// reference and rss accounting done), `folio` must hold the data of
-    /// the whole PMD range, and the VMA must be anonymous with an anon_vma.
+    /// Refused, giving `folio` back and the table back to the PMD, unless
+    /// every entry of the table is none (unmapped with
+    /// [`PteMap::unmap_detached`]), the folio is PMD-sized and the VMA
+    /// anonymous with an anon_vma. That the folio holds the range's data is
+    /// the caller's business.
     #[inline]
-    pub unsafe fn map_anon_folio_pmd(self, folio: NewFolio) {
+    pub fn map_anon_folio_pmd(self, folio: NewFolio) -> Result<(), NewFolio> {
+        let vma = self.pmd.vma;
+        let empty = self
+            .map_lock()
+            .is_some_and(|ptes| (0..HPAGE_PMD_NR).all(|i| ptes.get(i).is_some_and(Pte::is_none)));
+        if !empty || folio.nr != HPAGE_PMD_NR || !vma.is_anonymous() || !vma.has_anon_vma() {
+            return Err(folio);
+        }
         let this = core::mem::ManuallyDrop::new(self);
         let pmd = this.pmd;
-        let (vma, mm, haddr) = (pmd.vma.as_ptr(), pmd.vma.mm(), pmd.haddr);
+        let (vma, mm, haddr) = (vma.as_ptr(), pmd.vma.mm(), pmd.haddr);
         let folio = core::mem::ManuallyDrop::new(folio);
         // SAFETY: the folio is ours, not yet mapped; the VMA is valid.
         let entry = unsafe {
@@ -945,9 +1223,10 @@ impl<'p> DetachedPtes<'p> {
             bindings::mk_huge_pmd_dirty(folio.page(0), vma)
         };
         let _pml = pmd.lock();
-        // SAFETY: the PMD lock is held; the table is detached and empty and
-        // the VMA an anonymous one (safety requirements), write-locked (type
-        // invariant), and the folio's reference becomes the mapping's.
+        // SAFETY: the PMD lock is held; the table is detached (type
+        // invariant) and empty, the VMA anonymous with an anon_vma (checked
+        // above) and write-locked (type invariant), the folio PMD-sized and
+        // its reference becomes the mapping's.
         unsafe {
             if bindings::pmd_none(read_once(pmd.as_ptr())) == 0 {
                 bindings::BUG();
@@ -963,6 +1242,7 @@ impl<'p> DetachedPtes<'p> {
             bindings::update_mmu_cache_pmd(vma, haddr, pmd.as_ptr());
             bindings::deferred_split_folio(folio.as_ptr(), false);
         }
+        Ok(())
     }
 }
 

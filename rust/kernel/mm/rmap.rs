@@ -198,8 +198,9 @@ impl PageCacheWalk<'_> {
         }
     }
 
-    /// `xas_pause()` and `cond_resched_rcu()`: lets the CPU go, leaving the
-    /// RCU section for a moment; the walk goes on from the next index.
+    /// If `need_resched()`: `xas_pause()` and `cond_resched_rcu()`, which
+    /// lets the CPU go, leaving the RCU section for a moment; the walk goes
+    /// on from the next index.
     ///
     /// # Safety
     ///
@@ -207,6 +208,10 @@ impl PageCacheWalk<'_> {
     /// [`rcu::Guard::cond_resched`]).
     #[inline]
     pub unsafe fn pause_resched(&mut self) {
+        // SAFETY: no requirements.
+        if !unsafe { bindings::need_resched() } {
+            return;
+        }
         // SAFETY: a live walk (type invariant).
         unsafe { bindings::xas_pause(&mut self.xas) };
         // SAFETY: the walk's section is the only one open (safety

@@ -13,6 +13,7 @@ use crate::mm::pgtable::Pmd;
 use crate::mm::read_once;
 use crate::mm::rmap::{AnonVma, Mapping};
 use crate::mm::{HPAGE_PMD_MASK, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE};
+use crate::types::Opaque;
 use crate::{bindings, ffi::c_ulong};
 use core::{marker::PhantomData, ptr::NonNull};
 
@@ -229,6 +230,18 @@ impl<'a> Vma<'a> {
         !self.raw_anon_vma().is_null()
     }
 
+    /// Takes a reference on the file the VMA maps (`get_file()`), if any.
+    #[inline]
+    pub fn get_file(&self) -> Option<FileRef> {
+        // SAFETY: the VMA is valid (type invariant); `vm_file` is set for
+        // the VMA's life.
+        let file = NonNull::new(unsafe { (*self.as_ptr()).vm_file })?;
+        // SAFETY: the VMA's own reference keeps the file live meanwhile.
+        unsafe { bindings::get_file(file.as_ptr()) };
+        // INVARIANT: referenced just now.
+        Some(FileRef(file))
+    }
+
     /// The page cache of the file the VMA maps, if any.
     #[inline]
     pub fn mapping(&self) -> Option<Mapping<'a>> {
@@ -325,5 +338,75 @@ impl<'a> Vma<'a> {
             vma: *self,
             haddr,
         })
+    }
+}
+
+/// A `struct file`, borrowed: the borrow stands for a reference someone
+/// holds (the 6.12 kernel crate has no file abstraction yet; mainline's is
+/// `kernel::fs::File`).
+///
+/// # Invariants
+///
+/// The wrapped file is live, with its `f_mapping`, for as long as the
+/// `&File` is.
+#[repr(transparent)]
+pub struct File(Opaque<bindings::file>);
+
+impl File {
+    /// Borrows the file at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a file on which a reference is held for `'a`.
+    #[inline]
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::file) -> &'a Self {
+        // SAFETY: a transparent wrapper of a file live for `'a` (safety
+        // requirements).
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the raw file pointer.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut bindings::file {
+        self.0.get()
+    }
+
+    /// The file's page cache (`f_mapping`).
+    #[inline]
+    pub fn mapping(&self) -> Option<Mapping<'_>> {
+        // SAFETY: the file is live (type invariant); `f_mapping` is set
+        // when it is opened.
+        let mapping = NonNull::new(unsafe { (*self.as_ptr()).f_mapping })?;
+        // INVARIANT: the file, and so its mapping, is pinned by the borrow.
+        Some(Mapping {
+            mapping,
+            _pin: PhantomData,
+        })
+    }
+}
+
+/// A reference on a file (`get_file()`), dropped with `fput()`.
+///
+/// # Invariants
+///
+/// This owns one reference on the file it points to.
+#[must_use = "the reference is dropped at once otherwise"]
+pub struct FileRef(NonNull<bindings::file>);
+
+impl core::ops::Deref for FileRef {
+    type Target = File;
+
+    #[inline]
+    fn deref(&self) -> &File {
+        // SAFETY: referenced by this object (type invariant).
+        unsafe { File::from_raw(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for FileRef {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference (type invariant).
+        unsafe { bindings::fput(self.0.as_ptr()) };
     }
 }

@@ -8,7 +8,6 @@
 #include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
-#include <linux/khugepaged_scan.h>
 #include <linux/ksm.h>
 #include <linux/mm.h>
 #include <linux/mm_inline.h>
@@ -29,6 +28,8 @@
 #include <linux/vmstat.h>
 #include <linux/xarray.h>
 #include <asm/tlbflush.h>
+
+#include "../../mm/khugepaged_scan.h"
 
 #ifdef CONFIG_TRANSPARENT_HUGEPAGE
 

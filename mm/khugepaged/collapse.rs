@@ -23,7 +23,7 @@ use kernel::ffi::c_ulong;
 use kernel::mm::folio::LockedFolio;
 use kernel::mm::mmu_notifier::MmuNotifierRange;
 use kernel::mm::pgtable::{Pmd, PmdKind, PtlHeld, UnmapFileError};
-use kernel::mm::virt::Vma;
+use kernel::mm::virt::{Vma, VmaAccess};
 use kernel::mm::{MmapLocked, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
 
 use crate::scan::*;
@@ -32,43 +32,41 @@ const HPAGE_PMD_SIZE: c_ulong = bindings::RUST_HPAGE_PMD_SIZE;
 const HPAGE_PMD_MASK: c_ulong = bindings::RUST_HPAGE_PMD_MASK;
 /// `find_pmd_or_thp_or_none()`: classifies the PMD entry that maps the
 /// PMD range of `vma` at `haddr`, returning it when one exists.
-pub(crate) fn find_pmd_or_thp_or_none<'a>(
-    vma: &Vma<'a>,
+pub(crate) fn find_pmd_or_thp_or_none<'a, A: VmaAccess>(
+    vma: &Vma<'a, A>,
     haddr: c_ulong,
 ) -> (ScanResult, Option<Pmd<'a>>) {
     let Some(pmd) = vma.find_pmd(haddr) else {
-        return (SCAN_PMD_NULL, None);
+        return (Err(SCAN_PMD_NULL), None);
     };
     // A lockless read is what the checks expect: they are repeated under
     // the locks.
     let result = match PmdKind::of(pmd.get_lockless()) {
-        PmdKind::None => SCAN_PMD_NONE,
-        PmdKind::Huge => SCAN_PMD_MAPPED,
-        PmdKind::NotPresent | PmdKind::Bad => SCAN_PMD_NULL,
-        PmdKind::Table => SCAN_SUCCEED,
+        PmdKind::None => Err(SCAN_PMD_NONE),
+        PmdKind::Huge => Err(SCAN_PMD_MAPPED),
+        PmdKind::NotPresent | PmdKind::Bad => Err(SCAN_PMD_NULL),
+        PmdKind::Table => Ok(()),
     };
     (result, Some(pmd))
 }
 
 /// The PMD entry of `vma` at `haddr` when it points to a PTE table, or
 /// why it does not (`find_pmd_or_thp_or_none()`'s result).
-pub(crate) fn find_pte_table<'a>(vma: &Vma<'a>, haddr: c_ulong) -> Result<Pmd<'a>, ScanResult> {
+pub(crate) fn find_pte_table<'a>(vma: &Vma<'a>, haddr: c_ulong) -> ScanResult<Pmd<'a>> {
     match find_pmd_or_thp_or_none(vma, haddr) {
-        (SCAN_SUCCEED, Some(pmd)) => Ok(pmd),
-        (SCAN_SUCCEED, None) => Err(SCAN_PMD_NULL),
-        (result, _) => Err(result),
+        (Ok(()), Some(pmd)) => Ok(pmd),
+        (Ok(()), None) => Err(SCAN_PMD_NULL),
+        (Err(e), _) => Err(e),
     }
 }
 
 /// `set_huge_pmd()`: maps the locked PMD-order `folio` by a huge PMD at
-/// `pmd` through `do_set_pmd()`.
-fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
-    // SAFETY: collapse_pte_mapped_thp() runs under the mmap lock, found
-    // `pmd` through a VMA of it, and `folio` in the VMA's page cache.
-    if unsafe { pmd.map_file_folio(folio) } {
-        SCAN_SUCCEED
+/// `pmd` of `vma` through `do_set_pmd()`.
+fn set_huge_pmd(vma: &Vma<'_>, pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
+    if vma.map_file_folio(pmd, folio) {
+        Ok(())
     } else {
-        SCAN_FAIL
+        Err(SCAN_FAIL)
     }
 }
 
@@ -76,7 +74,7 @@ fn set_huge_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanResult {
 /// anonymous copy gives `SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE go
 /// on with the next extent (C 6.12 stops there with `SCAN_FAIL` unless
 /// `khugepaged_skip_cow_extents` is set); anything else `SCAN_FAIL`.
-fn mismatch(anon: bool) -> ScanResult {
+fn mismatch(anon: bool) -> ScanError {
     if anon {
         SCAN_PTE_ANON_COW
     } else {
@@ -119,41 +117,43 @@ pub(crate) fn collapse_pte_mapped_thp(
 
     // First check VMA found, in case page tables are being torn down.
     let Some(vma) = mmap.vma_lookup(haddr) else {
-        return SCAN_VMA_CHECK;
+        return Err(SCAN_VMA_CHECK);
     };
     if !vma.has_file() || !vma.contains_range(haddr, haddr + HPAGE_PMD_SIZE) {
-        return SCAN_VMA_CHECK;
+        return Err(SCAN_VMA_CHECK);
     }
 
     // Fast check before locking the folio if already PMD-mapped.
     let (result, _) = find_pmd_or_thp_or_none(&vma, haddr);
-    if result == SCAN_PMD_MAPPED {
+    if result == Err(SCAN_PMD_MAPPED) {
         return result;
     }
 
     // The page cache already holds a PMD-sized folio that a fault would map
     // by PMD regardless of the sysfs THP settings: elide them here too.
     if !vma.thp_pmd_allowed(false) {
-        return SCAN_VMA_CHECK;
+        return Err(SCAN_VMA_CHECK);
     }
 
     // Keep the PMD page table for uffd-wp (see retract_page_tables()).
     if vma.userfaultfd_wp() {
-        return SCAN_PTE_UFFD_WP;
+        return Err(SCAN_PTE_UFFD_WP);
     }
 
     let Some(folio) = LockedFolio::lock_in_vma(&vma, haddr) else {
-        return SCAN_PAGE_NULL;
+        return Err(SCAN_PAGE_NULL);
     };
     if folio.order() != HPAGE_PMD_ORDER {
-        return SCAN_PAGE_COMPOUND;
+        return Err(SCAN_PAGE_COMPOUND);
     }
 
     let pmd = match find_pmd_or_thp_or_none(&vma, haddr) {
-        (SCAN_SUCCEED, Some(pmd)) => pmd,
+        (Ok(()), Some(pmd)) => pmd,
         // All PTEs were removed and the PMD cleared: just map the folio.
-        (SCAN_PMD_NONE, Some(pmd)) => return maybe_install_pmd(&pmd, &folio, install_pmd),
-        (SCAN_SUCCEED | SCAN_PMD_NONE, None) => return SCAN_PMD_NULL,
+        (Err(SCAN_PMD_NONE), Some(pmd)) => {
+            return maybe_install_pmd(&vma, &pmd, &folio, install_pmd)
+        }
+        (Ok(()) | Err(SCAN_PMD_NONE), None) => return Err(SCAN_PMD_NULL),
         (result, _) => return result,
     };
 
@@ -161,7 +161,7 @@ pub(crate) fn collapse_pte_mapped_thp(
     {
         let Some(ptes) = pmd.map_lock() else {
             // mmap_lock + folio lock should prevent this.
-            return SCAN_FAIL;
+            return Err(SCAN_FAIL);
         };
         for i in 0..HPAGE_PMD_NR {
             let Some(ptent) = ptes.get(i) else { break };
@@ -170,15 +170,17 @@ pub(crate) fn collapse_pte_mapped_thp(
             }
             // Swapped out or migrating: abort.
             if !ptent.is_present() {
-                return SCAN_PTE_NON_PRESENT;
+                return Err(SCAN_PTE_NON_PRESENT);
             }
             // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
             // page, but the new page is never a subpage of the folio. A
             // zone-device page counts as none, with a warning (as in C).
             match ptes.normal_folio(i) {
                 Some((_, pfn)) if pfn == folio.pfn() + i as c_ulong => {}
-                Some((f, _)) if !warn_on_once(f.is_zone_device()) => return mismatch(f.is_anon()),
-                _ => return mismatch(false),
+                Some((f, _)) if !warn_on_once(f.is_zone_device()) => {
+                    return Err(mismatch(f.is_anon()))
+                }
+                _ => return Err(mismatch(false)),
             }
         }
         // `ptes` unmapped and unlocked here.
@@ -196,14 +198,14 @@ pub(crate) fn collapse_pte_mapped_thp(
     let both = if vma.userfaultfd_armed() && !vma.is_shared() {
         // mmap_lock + folio lock should prevent the table going away.
         let Some(both) = pmd.lock().nest_table_lock() else {
-            return SCAN_FAIL;
+            return Err(SCAN_FAIL);
         };
         Some(both)
     } else {
         None
     };
     let Some(map) = pmd.map_nolock() else {
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     // The PTE lock alone, unless it is held nested in the PMD lock.
     let mut ptl = None;
@@ -236,7 +238,7 @@ pub(crate) fn collapse_pte_mapped_thp(
             Err(UnmapFileError::Refused) => SCAN_FAIL,
         };
         abort_cleared(mmap, &folio, nr_ptes);
-        return result;
+        return Err(result);
     }
 
     // pte_unmap_unlock(); a PMD lock (with the PTE lock nested) stays held
@@ -258,7 +260,7 @@ pub(crate) fn collapse_pte_mapped_thp(
         if nr_ptes > 0 {
             mmap.flush_tlb();
         }
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     // Step 2 unmapped every entry under this table's lock, which is still
     // held: the table is empty.
@@ -269,20 +271,25 @@ pub(crate) fn collapse_pte_mapped_thp(
         if nr_ptes > 0 {
             mmap.flush_tlb();
         }
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     drop(both);
     drop(invalidation);
     table.free();
 
-    maybe_install_pmd(&pmd, &folio, install_pmd)
+    maybe_install_pmd(&vma, &pmd, &folio, install_pmd)
 }
 
 /// Step 5: install the huge PMD if asked to.
-fn maybe_install_pmd(pmd: &Pmd<'_>, folio: &LockedFolio<'_>, install_pmd: bool) -> ScanResult {
+fn maybe_install_pmd(
+    vma: &Vma<'_>,
+    pmd: &Pmd<'_>,
+    folio: &LockedFolio<'_>,
+    install_pmd: bool,
+) -> ScanResult {
     if install_pmd {
-        set_huge_pmd(pmd, folio)
+        set_huge_pmd(vma, pmd, folio)
     } else {
-        SCAN_SUCCEED
+        Ok(())
     }
 }

@@ -63,7 +63,7 @@ fn isolate(
     let (mut none_or_zero, mut shared, mut referenced) = (0, 0, 0);
     let mut writable = false;
     let mut pfn = None;
-    let mut result = SCAN_SUCCEED;
+    let mut result = Ok(());
 
     for i in 0..HPAGE_PMD_NR {
         let Some(pte) = ptes.get(i) else { break };
@@ -73,22 +73,22 @@ fn isolate(
             if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
                 continue;
             }
-            result = SCAN_EXCEED_NONE_PTE;
+            result = Err(SCAN_EXCEED_NONE_PTE);
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
             break;
         }
         if !pte.is_present() {
-            result = SCAN_PTE_NON_PRESENT;
+            result = Err(SCAN_PTE_NON_PRESENT);
             break;
         }
         if pte.uffd_wp() {
-            result = SCAN_PTE_UFFD_WP;
+            result = Err(SCAN_PTE_UFFD_WP);
             break;
         }
         let folio = match ptes.normal_folio(i) {
             Some((f, _)) if !f.is_zone_device() => f,
             _ => {
-                result = SCAN_PAGE_NULL;
+                result = Err(SCAN_PAGE_NULL);
                 break;
             }
         };
@@ -98,7 +98,7 @@ fn isolate(
         if folio.likely_mapped_shared() {
             shared += 1;
             if cc.is_khugepaged && shared > max.shared {
-                result = SCAN_EXCEED_SHARED_PTE;
+                result = Err(SCAN_EXCEED_SHARED_PTE);
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
                 break;
             }
@@ -109,21 +109,21 @@ fn isolate(
             // The folio cannot be freed under us (mapped by the locked
             // table); its lock serialises against split_huge_page().
             let Some(locked) = folio.trylock() else {
-                result = SCAN_PAGE_LOCK;
+                result = Err(SCAN_PAGE_LOCK);
                 break;
             };
             // GUP (or other external) pins: this process cannot take new
             // ones, the table being detached; another one that shares the
             // page after fork can only trigger CoW.
             if !is_refcount_suitable(&locked) {
-                result = SCAN_PAGE_COUNT;
+                result = Err(SCAN_PAGE_COUNT);
                 break;
             }
             // Off the LRU, so that the VM leaves it alone while collapsing.
             match locked.isolate_lru() {
                 Ok(folio) => isolated.push(folio),
                 Err(_) => {
-                    result = SCAN_DEL_PAGE_LRU;
+                    result = Err(SCAN_DEL_PAGE_LRU);
                     break;
                 }
             }
@@ -142,11 +142,11 @@ fn isolate(
         }
     }
 
-    if result == SCAN_SUCCEED {
+    if result.is_ok() {
         if !writable {
-            result = SCAN_PAGE_RO;
+            result = Err(SCAN_PAGE_RO);
         } else if cc.is_khugepaged && referenced == 0 {
-            result = SCAN_LACK_REFERENCED_PAGE;
+            result = Err(SCAN_LACK_REFERENCED_PAGE);
         }
     }
     khugepaged_c::trace_collapse_isolate(pfn, none_or_zero, referenced, writable, result);
@@ -158,9 +158,9 @@ fn isolate(
 /// and returns `SCAN_COPY_MC`.
 fn copy(ptes: &PteMap<'_>, folio: &NewFolio) -> ScanResult {
     if (0..HPAGE_PMD_NR).all(|i| ptes.copy_detached(i, folio)) {
-        SCAN_SUCCEED
+        Ok(())
     } else {
-        SCAN_COPY_MC
+        Err(SCAN_COPY_MC)
     }
 }
 
@@ -223,7 +223,7 @@ fn revalidate<'a>(
     mmap: &'a MmapLocked<'_>,
     address: c_ulong,
     cc: &mut CollapseControl,
-) -> Result<Vma<'a>, ScanResult> {
+) -> ScanResult<Vma<'a>> {
     khugepaged_c::hugepage_vma_revalidate(mmap, address, true, cc)
 }
 
@@ -234,7 +234,7 @@ fn find_pmd<'b>(
     address: c_ulong,
     cc: &mut CollapseControl,
     id: &mut Option<PmdId>,
-) -> Result<Pmd<'b>, ScanResult> {
+) -> ScanResult<Pmd<'b>> {
     let vma = revalidate(mmap, address, cc)?;
     let pmd = find_pte_table(&vma, address)?;
     *id = Some(pmd.id());
@@ -249,7 +249,7 @@ fn prepare(
     referenced: c_int,
     unmapped: c_int,
     cc: &mut CollapseControl,
-) -> Result<(NewFolio, PmdId), ScanResult> {
+) -> ScanResult<(NewFolio, PmdId)> {
     let mm = mmap.mm();
     // Allocation may compact: no mmap lock meanwhile; the VMA is
     // revalidated under the write lock anyway.
@@ -281,22 +281,18 @@ fn collapse_locked(
     old_pmd: PmdId,
     cc: &mut CollapseControl,
 ) -> ScanResult {
-    let vma = match revalidate(mmap, address, cc) {
-        Ok(vma) => vma,
-        Err(result) => return result,
-    };
+    let vma = revalidate(mmap, address, cc)?;
     // Still the table that step 2 found (check_pmd_still_valid()).
-    let pmd = match find_pte_table(&vma, address) {
-        Ok(pmd) if pmd.id() == old_pmd => pmd,
-        Ok(_) => return SCAN_FAIL,
-        Err(result) => return result,
-    };
+    let pmd = find_pte_table(&vma, address)?;
+    if pmd.id() != old_pmd {
+        return Err(SCAN_FAIL);
+    }
     let Some(vma) = mmap.vma_start_write(vma) else {
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     // revalidate() checked for an anon_vma.
     let Some(anon_vma) = vma.anon_vma() else {
-        return SCAN_PAGE_ANON;
+        return Err(SCAN_PAGE_ANON);
     };
     let av = anon_vma.lock_write();
 
@@ -310,7 +306,7 @@ fn collapse_locked(
         pml.detach_populated(&vma, &av, &invalidation)
     };
     let Some(detached) = detached else {
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     IsolatedList::with(|isolated| {
         // Waits for GUP-fast walkers that saw the table before the flush.
@@ -318,11 +314,11 @@ fn collapse_locked(
             // The table goes back before the anon_vma lock is released.
             drop(detached);
             drop(av);
-            return SCAN_PMD_NULL;
+            return Err(SCAN_PMD_NULL);
         };
         let result = isolate(&vma, address, &ptes, cc, isolated);
         let ptes = ptes.unlock();
-        if result != SCAN_SUCCEED {
+        if result.is_err() {
             drop(ptes);
             // The table goes back before the anon_vma lock is released,
             // and before the isolated folios are (when `with` returns).
@@ -335,9 +331,9 @@ fn collapse_locked(
 
         let copied = match folio.as_ref() {
             Some(new) => copy(&ptes, new),
-            None => SCAN_FAIL,
+            None => Err(SCAN_FAIL),
         };
-        if copied != SCAN_SUCCEED {
+        if copied.is_err() {
             drop(ptes);
             // The table goes back before the folios (still isolated and
             // locked) are released; the caller puts the unused folio.
@@ -347,17 +343,17 @@ fn collapse_locked(
         copy_succeeded(&ptes, &vma, isolated);
         drop(ptes);
         let Some(new) = folio.take() else {
-            return SCAN_FAIL;
+            return Err(SCAN_FAIL);
         };
         match detached.map_anon_folio_pmd(new) {
-            Ok(()) => SCAN_SUCCEED,
+            Ok(()) => Ok(()),
             Err(new) => {
                 // Cannot be: every entry was unmapped above, the folio is
                 // PMD-sized and revalidate() checked the VMA. The table is
                 // back (empty), the range faults in again.
                 warn_on_once(true);
                 *folio = Some(new);
-                SCAN_FAIL
+                Err(SCAN_FAIL)
             }
         }
     })
@@ -384,8 +380,8 @@ pub(crate) fn collapse_huge_page(
             drop(folio);
             result
         }
-        Err(result) => result,
+        Err(e) => Err(e),
     };
-    khugepaged_c::trace_collapse_huge_page(mm, result == SCAN_SUCCEED, result);
+    khugepaged_c::trace_collapse_huge_page(mm, result.is_ok(), result);
     result
 }

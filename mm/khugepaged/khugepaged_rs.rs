@@ -6,7 +6,7 @@
 //! one runs is chosen by `khugepaged_impl=` and
 //! `/sys/kernel/mm/transparent_hugepage/khugepaged/impl`. C calls into this
 //! crate through the `#[no_mangle]` functions below, declared in
-//! `include/linux/khugepaged_scan.h`.
+//! `mm/khugepaged_scan.h`.
 //!
 //! This file is the C boundary, both ways: the entry points turn the raw
 //! pointers C passes into the [`kernel::mm`] types their contracts stand
@@ -54,11 +54,11 @@ pub unsafe extern "C" fn rust_collapse_pte_mapped_thp(
     install_pmd: bool,
 ) -> c_int {
     if mm.is_null() {
-        return scan::SCAN_FAIL as c_int;
+        return scan::to_c(Err(scan::SCAN_FAIL)) as c_int;
     }
     // SAFETY: live, and its mmap lock held by the caller, for this call.
     let mmap = unsafe { MmapLocked::assert_held(Mm::from_raw(mm)) };
-    collapse::collapse_pte_mapped_thp(&mmap, addr, install_pmd) as c_int
+    scan::to_c(collapse::collapse_pte_mapped_thp(&mmap, addr, install_pmd)) as c_int
 }
 
 /// Rust `retract_page_tables()`: same contract as the C one (see
@@ -100,12 +100,14 @@ pub unsafe extern "C" fn rust_hpage_collapse_scan_file(
     cc: *mut bindings::collapse_control,
 ) -> c_int {
     if mm.is_null() || file.is_null() || cc.is_null() {
-        return scan::SCAN_FAIL as c_int;
+        return scan::to_c(Err(scan::SCAN_FAIL)) as c_int;
     }
     // SAFETY: by this function's safety requirements; `cc` is the caller's,
     // not used elsewhere during the call.
     let (mm, file, cc) = unsafe { (Mm::from_raw(mm), File::from_raw(file), &mut *cc) };
-    scan_file::hpage_collapse_scan_file(mm, addr, file, start, cc) as c_int
+    scan::to_c(scan_file::hpage_collapse_scan_file(
+        mm, addr, file, start, cc,
+    )) as c_int
 }
 
 /// Rust `khugepaged_scan_mm_slot()`: same contract as the C one (see
@@ -131,7 +133,7 @@ pub unsafe extern "C" fn rust_khugepaged_scan_mm_slot(
             bindings::khugepaged_mm_lock
         )))
     };
-    let mut res = scan::SCAN_FAIL;
+    let mut res = Err(scan::SCAN_FAIL);
     let mut addr = 0;
     // SAFETY: khugepaged_mm_lock is held, the slot list is not empty.
     let mm = unsafe { bindings::khugepaged_scan_cursor(&mut addr) };
@@ -155,7 +157,7 @@ pub unsafe extern "C" fn rust_khugepaged_scan_mm_slot(
         progress
     };
     // SAFETY: `result` points to the caller's int.
-    unsafe { result.as_ptr().write(res as c_int) };
+    unsafe { result.as_ptr().write(scan::to_c(res) as c_int) };
     progress
 }
 
@@ -176,7 +178,7 @@ pub unsafe extern "C" fn rust_hpage_collapse_scan_pmd(
     cc: *mut bindings::collapse_control,
 ) -> c_int {
     if mm.is_null() || vma.is_null() || mmap_locked.is_null() || cc.is_null() {
-        return scan::SCAN_FAIL as c_int;
+        return scan::to_c(Err(scan::SCAN_FAIL)) as c_int;
     }
     // SAFETY: live, and read-locked by the caller, who lends us the lock:
     // it is handed back below or released by collapse_huge_page().
@@ -194,7 +196,7 @@ pub unsafe extern "C" fn rust_hpage_collapse_scan_pmd(
     let locked = back.map(core::mem::forget).is_some();
     // SAFETY: `mmap_locked` points to the caller's bool.
     unsafe { mmap_locked.write(locked) };
-    result as c_int
+    scan::to_c(result) as c_int
 }
 
 /// Rust `collapse_huge_page()`: same contract and results as the C one
@@ -214,13 +216,15 @@ pub unsafe extern "C" fn rust_collapse_huge_page(
     cc: *mut bindings::collapse_control,
 ) -> c_int {
     if mm.is_null() || cc.is_null() {
-        return scan::SCAN_FAIL as c_int;
+        return scan::to_c(Err(scan::SCAN_FAIL)) as c_int;
     }
     // SAFETY: live, and read-locked by the caller, who hands the lock over.
     let mmap = unsafe { MmapReadGuard::adopt(Mm::from_raw(mm)) };
     // SAFETY: `cc` is the caller's, not used elsewhere during the call.
     let cc = unsafe { &mut *cc };
-    collapse_anon::collapse_huge_page(mmap, address, referenced, unmapped, cc) as c_int
+    scan::to_c(collapse_anon::collapse_huge_page(
+        mmap, address, referenced, unmapped, cc,
+    )) as c_int
 }
 
 /// Safe wrappers of the C functions of `mm/khugepaged.c` that the Rust
@@ -228,7 +232,7 @@ pub unsafe extern "C" fn rust_collapse_huge_page(
 /// mmap lock, a live mm or file, the caller's collapse control) and returns
 /// typed results.
 pub(crate) mod khugepaged_c {
-    use crate::scan::{ScanResult, SCAN_SUCCEED, SCAN_VMA_NULL};
+    use crate::scan::{from_c, to_c, ScanResult, SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_VMA_NULL};
     use core::ptr::NonNull;
     use kernel::bindings;
     use kernel::ffi::{c_int, c_ulong};
@@ -311,18 +315,11 @@ pub(crate) mod khugepaged_c {
 
     /// `alloc_charge_folio()`: a PMD-sized folio for the collapse, charged
     /// to the memcg of `mm`. Call it without the mmap lock: it may compact.
-    pub(crate) fn alloc_charge_folio(
-        mm: &Mm,
-        cc: &mut CollapseControl,
-    ) -> Result<NewFolio, ScanResult> {
+    pub(crate) fn alloc_charge_folio(mm: &Mm, cc: &mut CollapseControl) -> ScanResult<NewFolio> {
         let mut raw = core::ptr::null_mut();
         // SAFETY: `mm` is live; `raw` and `cc` are ours.
-        let result =
-            unsafe { bindings::alloc_charge_folio(&mut raw, mm.as_raw(), cc) } as ScanResult;
-        if result != SCAN_SUCCEED {
-            return Err(result);
-        }
-        let raw = NonNull::new(raw).ok_or(crate::scan::SCAN_ALLOC_HUGE_PAGE_FAIL)?;
+        from_c(unsafe { bindings::alloc_charge_folio(&mut raw, mm.as_raw(), cc) } as _)?;
+        let raw = NonNull::new(raw).ok_or(SCAN_ALLOC_HUGE_PAGE_FAIL)?;
         // SAFETY: alloc_charge_folio() hands over a new folio's reference.
         Ok(unsafe { NewFolio::from_raw(raw) })
     }
@@ -335,15 +332,12 @@ pub(crate) mod khugepaged_c {
         address: c_ulong,
         expect_anon: bool,
         cc: &mut CollapseControl,
-    ) -> Result<Vma<'a>, ScanResult> {
+    ) -> ScanResult<Vma<'a>> {
         let mut vma = core::ptr::null_mut();
         // SAFETY: the mmap lock is held; `vma` and `cc` are ours.
-        let result = unsafe {
+        from_c(unsafe {
             bindings::hugepage_vma_revalidate(mmap.as_ptr(), address, expect_anon, &mut vma, cc)
-        } as ScanResult;
-        if result != SCAN_SUCCEED {
-            return Err(result);
-        }
+        } as _)?;
         let vma = NonNull::new(vma).ok_or(SCAN_VMA_NULL)?;
         // SAFETY: found in the mm's tree under its mmap lock.
         Ok(unsafe { mmap.vma_from_raw(vma) })
@@ -355,24 +349,28 @@ pub(crate) mod khugepaged_c {
     pub(crate) fn collapse_huge_page_swapin<'a>(
         mmap: MmapReadGuard<'a>,
         referenced: c_int,
-        find: impl for<'b> FnOnce(&'b MmapLocked<'a>) -> Result<Pmd<'b>, ScanResult>,
-    ) -> Result<MmapReadGuard<'a>, ScanResult> {
+        find: impl for<'b> FnOnce(&'b MmapLocked<'a>) -> ScanResult<Pmd<'b>>,
+    ) -> ScanResult<MmapReadGuard<'a>> {
         let (vma, pmd, address) = {
             let pmd = find(&mmap)?;
             (pmd.vma().as_ptr(), pmd.as_ptr(), pmd.haddr())
         };
-        let mut result = SCAN_SUCCEED;
+        let mut result = Ok(());
         // SAFETY: __collapse_huge_page_swapin() returns SCAN_SUCCEED with
         // the lock still held, anything else with it released; `vma` and
         // `pmd` were found under this lock, which is still held.
         let back = unsafe {
             mmap.lend(|mm| {
-                result = bindings::__collapse_huge_page_swapin(mm, vma, address, pmd, referenced)
-                    as ScanResult;
-                result == SCAN_SUCCEED
+                result = from_c(bindings::__collapse_huge_page_swapin(
+                    mm, vma, address, pmd, referenced,
+                ) as _);
+                result.is_ok()
             })
         };
-        back.ok_or(result)
+        match back {
+            Some(mmap) => Ok(mmap),
+            None => result.and(Err(crate::scan::SCAN_FAIL)),
+        }
     }
 
     /// `collapse_huge_page()` through its C dispatcher: takes over the
@@ -384,13 +382,14 @@ pub(crate) mod khugepaged_c {
         unmapped: c_int,
         cc: &mut CollapseControl,
     ) -> ScanResult {
-        let mut result = SCAN_SUCCEED;
+        let mut result = Ok(());
         // SAFETY: the read lock is held; collapse_huge_page() returns with
         // it released, whatever the result.
         let back = unsafe {
             mmap.lend(|mm| {
-                result = bindings::collapse_huge_page(mm, address, referenced, unmapped, cc)
-                    as ScanResult;
+                result = from_c(
+                    bindings::collapse_huge_page(mm, address, referenced, unmapped, cc) as _,
+                );
                 false
             })
         };
@@ -410,14 +409,15 @@ pub(crate) mod khugepaged_c {
         let Some(vma) = mmap.vma_lookup(address).map(|vma| vma.as_ptr()) else {
             return Err(mmap);
         };
-        let mut result = SCAN_SUCCEED;
+        let mut result = Ok(());
         // SAFETY: hpage_collapse_scan_pmd() reports in `locked` whether it
         // still holds the lock it was lent; `vma` was found under it.
         let back = unsafe {
             mmap.lend(|mm| {
                 let mut locked = true;
-                result = bindings::hpage_collapse_scan_pmd(mm, vma, address, &mut locked, cc)
-                    as ScanResult;
+                result = from_c(
+                    bindings::hpage_collapse_scan_pmd(mm, vma, address, &mut locked, cc) as _,
+                );
                 locked
             })
         };
@@ -432,7 +432,7 @@ pub(crate) mod khugepaged_c {
         install_pmd: bool,
     ) -> ScanResult {
         // SAFETY: the mmap lock is held.
-        unsafe { bindings::collapse_pte_mapped_thp(mmap.as_ptr(), addr, install_pmd) as ScanResult }
+        from_c(unsafe { bindings::collapse_pte_mapped_thp(mmap.as_ptr(), addr, install_pmd) } as _)
     }
 
     /// `hpage_collapse_scan_file()` through its C dispatcher, with no mmap
@@ -446,10 +446,9 @@ pub(crate) mod khugepaged_c {
     ) -> ScanResult {
         // SAFETY: `file` is referenced and `mm` live for the call; `cc` is
         // the caller's.
-        unsafe {
+        from_c(unsafe {
             bindings::hpage_collapse_scan_file(mm.as_raw(), addr, file.as_ptr(), pgoff, cc)
-                as ScanResult
-        }
+        } as _)
     }
 
     /// `collapse_file()`: collapses the page-cache range of `file` at page
@@ -463,9 +462,7 @@ pub(crate) mod khugepaged_c {
     ) -> ScanResult {
         // SAFETY: `file` is referenced and `mm` live for the call; `cc` is
         // the caller's.
-        unsafe {
-            bindings::collapse_file(mm.as_raw(), addr, file.as_ptr(), start, cc) as ScanResult
-        }
+        from_c(unsafe { bindings::collapse_file(mm.as_raw(), addr, file.as_ptr(), start, cc) } as _)
     }
 
     /// The page a tracepoint reports (`page_to_pfn()` of it): that of
@@ -497,7 +494,7 @@ pub(crate) mod khugepaged_c {
                 writable,
                 referenced,
                 none_or_zero,
-                result as c_int,
+                to_c(result) as c_int,
                 unmapped,
             )
         };
@@ -507,7 +504,11 @@ pub(crate) mod khugepaged_c {
     pub(crate) fn trace_collapse_huge_page(mm: &Mm, isolated: bool, result: ScanResult) {
         // SAFETY: the tracepoint only records the values.
         unsafe {
-            bindings::khugepaged_trace_collapse_huge_page(mm.as_raw(), isolated, result as c_int)
+            bindings::khugepaged_trace_collapse_huge_page(
+                mm.as_raw(),
+                isolated,
+                to_c(result) as c_int,
+            )
         };
     }
 
@@ -526,7 +527,7 @@ pub(crate) mod khugepaged_c {
                 none_or_zero,
                 referenced,
                 writable,
-                result as c_int,
+                to_c(result) as c_int,
             )
         };
     }
@@ -548,7 +549,7 @@ pub(crate) mod khugepaged_c {
                 file.as_ptr(),
                 present,
                 swap,
-                result as c_int,
+                to_c(result) as c_int,
             )
         };
     }

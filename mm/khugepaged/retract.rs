@@ -26,7 +26,6 @@ use kernel::mm::mmu_notifier::MmuNotifierRange;
 use kernel::mm::rmap::Mapping;
 
 use crate::collapse::find_pmd_or_thp_or_none;
-use crate::scan::SCAN_SUCCEED;
 
 /// Removes the page tables that map file page `pgoff` (the first of a
 /// PMD-sized folio) of `mapping`; returns how many it removed.
@@ -47,7 +46,7 @@ pub(crate) fn retract_page_tables(mapping: &Mapping<'_>, pgoff: c_ulong) -> c_lo
             .wrapping_add(pgoff.wrapping_sub(vma.pgoff()) << bindings::PAGE_SHIFT);
         // Misaligned or short VMAs have no `Pmd`.
         let pmd = match find_pmd_or_thp_or_none(&vma, addr) {
-            (SCAN_SUCCEED, Some(pmd)) => pmd,
+            (Ok(()), Some(pmd)) => pmd,
             _ => continue,
         };
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! khugepaged scan results, from the C `enum scan_result` in
-//! `include/linux/khugepaged_scan.h`, the one definition both
-//! implementations use.
+//! `mm/khugepaged_scan.h`, the one definition both
+//! implementations use. The Rust code passes them as [`ScanResult`]
+//! (`Ok` for `SCAN_SUCCEED`), converted to and from the C values only at
+//! the C boundary ([`to_c`], [`from_c`]).
 
 use kernel::bindings;
 
@@ -12,21 +14,43 @@ pub(crate) const PAGE_SIZE: kernel::ffi::c_ulong = bindings::PAGE_SIZE as kernel
 pub(crate) use crate::khugepaged_c::{scan_abort, CollapseControl, MaxPtes};
 pub(crate) use kernel::mm::{count_vm_event as count_event, warn_on_once};
 
-/// A khugepaged scan result (`enum scan_result`).
-pub(crate) type ScanResult = bindings::scan_result;
+/// Why a scan or a collapse did not succeed: a value of the C
+/// `enum scan_result` other than `SCAN_SUCCEED`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct ScanError(bindings::scan_result);
 
-macro_rules! scan_results {
+/// What a scan or a collapse step gives: `Ok` is `SCAN_SUCCEED`.
+pub(crate) type ScanResult<T = ()> = Result<T, ScanError>;
+
+/// Converts a result to the C `enum scan_result` value, for the C side
+/// (the entry points, tracepoints, `impl_stats`).
+pub(crate) fn to_c(result: ScanResult) -> bindings::scan_result {
+    match result {
+        Ok(()) => bindings::scan_result_SCAN_SUCCEED,
+        Err(ScanError(value)) => value,
+    }
+}
+
+/// Converts a C `enum scan_result` value (from a C function) to a result.
+pub(crate) fn from_c(value: bindings::scan_result) -> ScanResult {
+    if value == bindings::scan_result_SCAN_SUCCEED {
+        Ok(())
+    } else {
+        Err(ScanError(value))
+    }
+}
+
+macro_rules! scan_errors {
     ($($name:ident => $c:ident),* $(,)?) => {
         $(
             #[allow(dead_code)]
-            pub(crate) const $name: ScanResult = bindings::$c;
+            pub(crate) const $name: ScanError = ScanError(bindings::$c);
         )*
     };
 }
 
-scan_results! {
+scan_errors! {
     SCAN_FAIL => scan_result_SCAN_FAIL,
-    SCAN_SUCCEED => scan_result_SCAN_SUCCEED,
     SCAN_PMD_NULL => scan_result_SCAN_PMD_NULL,
     SCAN_PMD_NONE => scan_result_SCAN_PMD_NONE,
     SCAN_PMD_MAPPED => scan_result_SCAN_PMD_MAPPED,

@@ -50,12 +50,12 @@ pub(crate) fn hpage_collapse_scan_file(
     cc: &mut CollapseControl,
 ) -> ScanResult {
     let Some(mapping) = file.mapping() else {
-        return SCAN_FAIL;
+        return Err(SCAN_FAIL);
     };
     let last = start + HPAGE_PMD_NR as c_ulong - 1;
     let mut present: c_int = 0;
     let mut swap: c_int = 0;
-    let mut result = SCAN_SUCCEED;
+    let mut result = Ok(());
     let mut failed_pfn: c_ulong = !0;
 
     cc.node_load = [0; bindings::MAX_NUMNODES as usize];
@@ -67,7 +67,7 @@ pub(crate) fn hpage_collapse_scan_file(
             PageCacheEntry::Value { order } => {
                 swap += 1 << order;
                 if cc.is_khugepaged && swap > MaxPtes::read().swap {
-                    result = SCAN_EXCEED_SWAP_PTE;
+                    result = Err(SCAN_EXCEED_SWAP_PTE);
                     count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
                     break;
                 }
@@ -79,26 +79,26 @@ pub(crate) fn hpage_collapse_scan_file(
             // Maybe PMD-mapped: the caller's collapse_pte_mapped_thp()
             // does not touch the page cache, so the LRU and refcount
             // checks can be skipped.
-            result = SCAN_PTE_MAPPED_HUGEPAGE;
+            result = Err(SCAN_PTE_MAPPED_HUGEPAGE);
             failed_pfn = folio.pfn();
             break;
         }
 
         let node = folio.nid();
         if scan_abort(node, cc) {
-            result = SCAN_SCAN_ABORT;
+            result = Err(SCAN_SCAN_ABORT);
             failed_pfn = folio.pfn();
             break;
         }
         cc.node_load[node as usize] += 1;
 
         if !folio.is_lru() {
-            result = SCAN_PAGE_LRU;
+            result = Err(SCAN_PAGE_LRU);
             failed_pfn = folio.pfn();
             break;
         }
         if !is_refcount_suitable(folio) {
-            result = SCAN_PAGE_COUNT;
+            result = Err(SCAN_PAGE_COUNT);
             failed_pfn = folio.pfn();
             break;
         }
@@ -114,9 +114,9 @@ pub(crate) fn hpage_collapse_scan_file(
     // rcu_read_unlock().
     drop(xas);
 
-    if result == SCAN_SUCCEED {
+    if result.is_ok() {
         if cc.is_khugepaged && present < HPAGE_PMD_NR as c_int - MaxPtes::read().none {
-            result = SCAN_EXCEED_NONE_PTE;
+            result = Err(SCAN_EXCEED_NONE_PTE);
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
         } else {
             result = khugepaged_c::collapse_file(mm, addr, file, start, cc);

@@ -42,7 +42,7 @@ struct Scan {
 /// The PTE scan, under the PTE lock (released on return).
 fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan {
     let mut s = Scan {
-        result: SCAN_FAIL,
+        result: Err(SCAN_FAIL),
         referenced: 0,
         unmapped: 0,
         none_or_zero: 0,
@@ -51,8 +51,8 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
     };
     let pmd = match find_pte_table(vma, address) {
         Ok(pmd) => pmd,
-        Err(result) => {
-            s.result = result;
+        Err(e) => {
+            s.result = Err(e);
             return s;
         }
     };
@@ -60,7 +60,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
     cc.node_load = [0; bindings::MAX_NUMNODES as usize];
     cc.alloc_nmask = Default::default();
     let Some(ptes) = pmd.map_lock() else {
-        s.result = SCAN_PMD_NULL;
+        s.result = Err(SCAN_PMD_NULL);
         return s;
     };
     let max = MaxPtes::read();
@@ -75,12 +75,12 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
             if !cc.is_khugepaged || s.unmapped <= max.swap {
                 // Always strict with uffd-wp swap entries, see below.
                 if pte.uffd_wp() {
-                    s.result = SCAN_PTE_UFFD_WP;
+                    s.result = Err(SCAN_PTE_UFFD_WP);
                     return s;
                 }
                 continue;
             }
-            s.result = SCAN_EXCEED_SWAP_PTE;
+            s.result = Err(SCAN_EXCEED_SWAP_PTE);
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
             return s;
         }
@@ -89,14 +89,14 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
             if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max.none) {
                 continue;
             }
-            s.result = SCAN_EXCEED_NONE_PTE;
+            s.result = Err(SCAN_EXCEED_NONE_PTE);
             count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
             return s;
         }
         // A uffd-wp armed PTE: marking the huge PMD write-protected could
         // raise userfaults outside the registered range; keep it simple.
         if pte.uffd_wp() {
-            s.result = SCAN_PTE_UFFD_WP;
+            s.result = Err(SCAN_PTE_UFFD_WP);
             return s;
         }
         if pte.is_write() {
@@ -106,7 +106,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
         let folio = match ptes.normal_folio(i) {
             Some((folio, _)) if !folio.is_zone_device() => folio,
             _ => {
-                s.result = SCAN_PAGE_NULL;
+                s.result = Err(SCAN_PAGE_NULL);
                 return s;
             }
         };
@@ -115,14 +115,14 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
         s.pfn = Some(folio.pfn());
 
         if !folio.is_anon() {
-            s.result = SCAN_PAGE_ANON;
+            s.result = Err(SCAN_PAGE_ANON);
             return s;
         }
         // A single page counts as shared if any part of the THP is.
         if folio.likely_mapped_shared() {
             shared += 1;
             if cc.is_khugepaged && shared > max.shared {
-                s.result = SCAN_EXCEED_SHARED_PTE;
+                s.result = Err(SCAN_EXCEED_SHARED_PTE);
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
                 return s;
             }
@@ -130,21 +130,21 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
         // The node with the most pages gets the huge page.
         let node = folio.nid();
         if scan_abort(node, cc) {
-            s.result = SCAN_SCAN_ABORT;
+            s.result = Err(SCAN_SCAN_ABORT);
             return s;
         }
         cc.node_load[node as usize] += 1;
         if !folio.is_lru() {
-            s.result = SCAN_PAGE_LRU;
+            s.result = Err(SCAN_PAGE_LRU);
             return s;
         }
         if folio.is_locked() {
-            s.result = SCAN_PAGE_LOCK;
+            s.result = Err(SCAN_PAGE_LOCK);
             return s;
         }
         // GUP (or other external) pins; racy, retried later.
         if !is_refcount_suitable(folio) {
-            s.result = SCAN_PAGE_COUNT;
+            s.result = Err(SCAN_PAGE_COUNT);
             return s;
         }
         // khugepaged wants enough young PTEs to justify a collapse.
@@ -158,13 +158,13 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
     }
 
     s.result = if !s.writable {
-        SCAN_PAGE_RO
+        Err(SCAN_PAGE_RO)
     } else if cc.is_khugepaged
         && (s.referenced == 0 || (s.unmapped != 0 && s.referenced < HPAGE_PMD_NR as c_int / 2))
     {
-        SCAN_LACK_REFERENCED_PAGE
+        Err(SCAN_LACK_REFERENCED_PAGE)
     } else {
-        SCAN_SUCCEED
+        Ok(())
     };
     s
 }
@@ -180,7 +180,7 @@ pub(crate) fn hpage_collapse_scan_pmd<'a>(
 ) -> (ScanResult, Option<MmapReadGuard<'a>>) {
     let mm = mmap.mm();
     let scan = scan_ptes(&vma(&mmap), address, cc);
-    let (result, back) = if scan.result == SCAN_SUCCEED {
+    let (result, back) = if scan.result.is_ok() {
         // Through the C dispatcher; returns with the lock released.
         let result =
             khugepaged_c::collapse_huge_page(mmap, address, scan.referenced, scan.unmapped, cc);

@@ -134,7 +134,7 @@ fn walk_mm(
                 // selected implementation (Rust here) runs and is counted.
                 *result = khugepaged_c::hpage_collapse_scan_file(mm, *addr, &file, pgoff, cc);
                 drop(file);
-                if *result == SCAN_PTE_MAPPED_HUGEPAGE {
+                if *result == Err(SCAN_PTE_MAPPED_HUGEPAGE) {
                     let mmap = mm.mmap_read_lock();
                     if exit_or_disable(mm) {
                         return Walk {
@@ -144,8 +144,8 @@ fn walk_mm(
                     }
                     // Also through the dispatcher.
                     *result = khugepaged_c::collapse_pte_mapped_thp(&mmap, *addr, false);
-                    if *result == SCAN_PMD_MAPPED {
-                        *result = SCAN_SUCCEED;
+                    if *result == Err(SCAN_PMD_MAPPED) {
+                        *result = Ok(());
                     }
                 }
                 account(cursor, *result, addr, &mut progress);
@@ -188,7 +188,7 @@ fn walk_mm(
 /// The accounting after one PMD range: a collapse counted, the cursor
 /// moved on, `HPAGE_PMD_NR` pages of progress.
 fn account(cursor: &ScanCursor<'_>, result: ScanResult, addr: &mut c_ulong, progress: &mut u32) {
-    if result == SCAN_SUCCEED {
+    if result.is_ok() {
         cursor.count_collapsed();
     }
     *addr += HPAGE_PMD_SIZE;
@@ -205,7 +205,7 @@ pub(crate) fn khugepaged_scan_mm_slot<'a>(
     held: SpinlockHandoff<'a>,
     mut cursor: ScanCursor<'_>,
 ) -> (u32, SpinlockHandoff<'a>) {
-    *result = SCAN_FAIL;
+    *result = Err(SCAN_FAIL);
     let released = held.unlock();
 
     let mut addr = cursor.addr;

@@ -44,9 +44,11 @@
 //! How the types keep that order:
 //!
 //! - A [`Vma`] exists only while a lock keeps it alive: it borrows an
-//!   [`MmapLocked`] proof (from [`MmapLocked::vma_lookup`]) or an i_mmap
-//!   guard (from [`IMmapReadGuard::vmas`]). Everything below the mmap lock
-//!   is reached through a `Vma`: its [`LockedFolio`], [`Mapping`],
+//!   [`MmapLocked`] proof (from [`MmapLocked::vma_lookup`], the
+//!   [`virt::Mmap`] access level) or an i_mmap guard (from
+//!   [`IMmapReadGuard::vmas`], the [`virt::Rmap`] level); the level is part
+//!   of its type and decides what it reaches. Everything below the mmap
+//!   lock is reached through a `Vma`: its [`LockedFolio`], [`Mapping`],
 //!   [`AnonVma`] and [`Pmd`], so none of them outlives the lock above.
 //! - Page tables are only reached through [`Vma::find_pmd`]: the upper
 //!   levels cannot be freed while the VMA is in the tree (mmap lock) or in

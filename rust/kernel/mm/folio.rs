@@ -51,6 +51,9 @@ pub struct LockedFolio<'a> {
     pub(super) folio: NonNull<bindings::folio>,
     // Stable while the folio is locked (no split).
     pub(super) nr: usize,
+    // Where it was found: it stays there while it is locked.
+    pub(super) mapping: *mut bindings::address_space,
+    pub(super) index: c_ulong,
     pub(super) _vma: PhantomData<&'a ()>,
 }
 
@@ -61,11 +64,9 @@ impl<'a> LockedFolio<'a> {
     /// Returns `None` if the VMA has no file or the folio is not cached.
     pub fn lock_in_vma(vma: &Vma<'a>, addr: c_ulong) -> Option<Self> {
         let mapping = vma.mapping()?;
+        let index = vma.linear_page_index(addr);
         // SAFETY: the VMA is valid and pins the mapping.
-        let folio = unsafe {
-            let index = bindings::linear_page_index(vma.as_ptr(), addr);
-            bindings::filemap_lock_folio(mapping.as_ptr(), index)
-        };
+        let folio = unsafe { bindings::filemap_lock_folio(mapping.as_ptr(), index) };
         // SAFETY: `IS_ERR` only looks at the pointer value.
         if unsafe { bindings::IS_ERR(folio.cast()) } {
             return None;
@@ -78,6 +79,8 @@ impl<'a> LockedFolio<'a> {
         Some(Self {
             folio,
             nr,
+            mapping: mapping.as_ptr(),
+            index,
             _vma: PhantomData,
         })
     }

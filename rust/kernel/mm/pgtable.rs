@@ -11,7 +11,7 @@ use crate::mm::folio::{Folio, LockedFolio, NewFolio};
 use crate::mm::mmu_notifier::MmuInvalidation;
 use crate::mm::read_once;
 use crate::mm::rmap::AnonVmaWriteGuard;
-use crate::mm::virt::{Vma, WriteLockedVma};
+use crate::mm::virt::{Rmap, Vma, WriteLockedVma};
 use crate::mm::HPAGE_PMD_NR;
 use crate::{
     bindings,
@@ -112,38 +112,13 @@ pub struct PmdId(usize);
 /// ```
 pub struct Pmd<'a> {
     pub(super) pmd: NonNull<bindings::pmd_t>,
-    pub(super) vma: Vma<'a>,
+    // The weaker level: enough for the page tables, and what a `Pmd` found
+    // under the mmap lock gives away to code that only has the `Pmd`.
+    pub(super) vma: Vma<'a, Rmap>,
     pub(super) haddr: c_ulong,
 }
 
 impl<'a> Pmd<'a> {
-    /// `do_set_pmd()`: maps the locked, PMD-sized page-cache `folio` by a
-    /// huge entry here, taking a reference for the mapping; `false` (and
-    /// nothing done) if the entry is not empty, the folio not PMD-sized or
-    /// the VMA unsuitable.
-    ///
-    /// # Safety
-    ///
-    /// The mmap lock of the VMA's mm must be held (the `Pmd` must come
-    /// from a [`Vma`] found under it, not from an i_mmap walk), and
-    /// `folio` must be the page cache's folio for the range.
-    #[inline]
-    pub unsafe fn map_file_folio(&self, folio: &LockedFolio<'_>) -> bool {
-        let mut vmf = bindings::vm_fault::default();
-        vmf.__bindgen_anon_1.vma = self.vma.as_ptr();
-        vmf.__bindgen_anon_1.address = self.haddr;
-        vmf.pmd = self.pmd.as_ptr();
-        // SAFETY: the folio is locked and referenced, `pmd` is the entry
-        // for `haddr` in the VMA's mm (type invariant), and the mmap lock
-        // is held (safety requirements): do_set_pmd()'s contract. It
-        // checks the entry and the folio's order under the PMD lock.
-        if unsafe { bindings::do_set_pmd(&mut vmf, folio.page(0)) } != 0 {
-            return false;
-        }
-        folio.get_for_mapping();
-        true
-    }
-
     /// The PMD-aligned address the entry maps.
     #[inline]
     pub fn haddr(&self) -> c_ulong {
@@ -152,7 +127,7 @@ impl<'a> Pmd<'a> {
 
     /// The VMA the entry was found for.
     #[inline]
-    pub fn vma(&self) -> Vma<'a> {
+    pub fn vma(&self) -> Vma<'a, Rmap> {
         self.vma
     }
 

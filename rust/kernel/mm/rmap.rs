@@ -7,7 +7,7 @@
 //! See the [lock order](crate::mm#lock-order).
 
 use crate::mm::folio::Folio;
-use crate::mm::virt::Vma;
+use crate::mm::virt::{Rmap, Vma};
 use crate::sync::rcu;
 use crate::{bindings, ffi::c_ulong};
 use core::{marker::PhantomData, ptr::NonNull};
@@ -323,10 +323,10 @@ pub struct VmaIter<'a> {
 }
 
 impl<'a> Iterator for VmaIter<'a> {
-    type Item = Vma<'a>;
+    type Item = Vma<'a, Rmap>;
 
     #[inline]
-    fn next(&mut self) -> Option<Vma<'a>> {
+    fn next(&mut self) -> Option<Vma<'a, Rmap>> {
         let vma = NonNull::new(self.next)?;
         // SAFETY: `vma` is in the tree, locked for `'a` (type invariant).
         self.next =

@@ -9,6 +9,7 @@
 //! `vma_start_write()` locked under the mmap write lock. See the
 //! [lock order](crate::mm#lock-order).
 
+use crate::mm::folio::LockedFolio;
 use crate::mm::pgtable::Pmd;
 use crate::mm::read_once;
 use crate::mm::rmap::{AnonVma, Mapping};
@@ -51,23 +52,97 @@ impl<'a> core::ops::Deref for WriteLockedVma<'a> {
     }
 }
 
-/// A VMA kept alive by a lock: the mmap lock of its mm, or the i_mmap lock
-/// of the file it maps (while it is in that file's interval tree).
+/// What keeps a [`Vma`] alive, which decides what it can reach: one type
+/// per access level, as mainline's `VmaRef` (mmap or VMA read lock) and
+/// `VmaNew` are. Sealed: only the two levels below exist.
+pub trait VmaAccess: private::Sealed + Copy {}
+
+/// Found under the mmap lock of its mm ([`MmapLocked::vma_lookup`]): in
+/// the mm's VMA tree for the borrow, so nothing tears it down; its
+/// `anon_vma` can be reached ([`MmapLocked::anon_vma`]) and its page tables
+/// changed as a fault would ([`Vma::map_file_folio`]). Mainline's `VmaRef`.
 ///
-/// Fields that change under the mmap write lock only (flags, bounds) are
-/// stable in the first case and read racily, as C does, in the second.
+/// [`MmapLocked::vma_lookup`]: crate::mm::MmapLocked::vma_lookup
+/// [`MmapLocked::anon_vma`]: crate::mm::MmapLocked::anon_vma
+#[derive(Clone, Copy)]
+pub enum Mmap {}
+
+/// Found in a file's interval tree under `i_mmap_rwsem`
+/// ([`IMmapReadGuard::vmas`]) or reached through a [`Pmd`]: valid, and its
+/// upper page-table levels stay, but the VMA may be unmapped meanwhile:
+/// its `anon_vma` can be freed under it, so only `has_anon_vma()` is
+/// offered, and its flags and bounds are read racily, as C does.
+///
+/// [`IMmapReadGuard::vmas`]: crate::mm::rmap::IMmapReadGuard::vmas
+#[derive(Clone, Copy)]
+pub enum Rmap {}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::Mmap {}
+    impl Sealed for super::Rmap {}
+}
+
+impl VmaAccess for Mmap {}
+impl VmaAccess for Rmap {}
+
+/// A VMA kept alive by a lock: the mmap lock of its mm ([`Mmap`], the
+/// default), or the i_mmap lock of the file it maps, while it is in that
+/// file's interval tree ([`Rmap`]).
 ///
 /// # Invariants
 ///
-/// `vma` points to a VMA that stays valid, and in its mm's VMA tree or its
-/// file's interval tree, for `'a`.
+/// `vma` points to a VMA that stays valid, and in its mm's VMA tree (for
+/// [`Mmap`]) or its mm's or its file's tree (for [`Rmap`]), for `'a`.
 #[derive(Clone, Copy)]
-pub struct Vma<'a> {
+pub struct Vma<'a, A: VmaAccess = Mmap> {
     pub(super) vma: NonNull<bindings::vm_area_struct>,
-    pub(super) _lock: PhantomData<&'a ()>,
+    pub(super) _lock: PhantomData<(&'a (), A)>,
 }
 
 impl<'a> Vma<'a> {
+    /// The VMA at the weaker [`Rmap`] level (what a [`Pmd`] keeps).
+    #[inline]
+    pub fn as_rmap(&self) -> Vma<'a, Rmap> {
+        // INVARIANT: in the mm's tree, so in one of the trees.
+        Vma {
+            vma: self.vma,
+            _lock: PhantomData,
+        }
+    }
+
+    /// `do_set_pmd()`: maps the locked, PMD-sized page-cache `folio` by a
+    /// huge entry at `pmd`, taking a reference for the mapping; `false`
+    /// (and nothing done) unless `pmd` is this VMA's and `folio` the page
+    /// cache's folio for its range, or if the entry is not empty, the folio
+    /// not PMD-sized or the VMA unsuitable (which `do_set_pmd()` checks
+    /// under the PMD lock).
+    #[inline]
+    pub fn map_file_folio(&self, pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> bool {
+        if pmd.vma.vma != self.vma
+            || self.mapping().map(|m| m.as_ptr()) != Some(folio.mapping)
+            || folio.index != self.linear_page_index(pmd.haddr)
+        {
+            return false;
+        }
+        let mut vmf = bindings::vm_fault::default();
+        vmf.__bindgen_anon_1.vma = self.as_ptr();
+        vmf.__bindgen_anon_1.address = pmd.haddr;
+        vmf.pmd = pmd.as_ptr();
+        // SAFETY: the folio is locked and referenced, and the page cache's
+        // for the range (checked above), `pmd` is the entry for `haddr` in
+        // this VMA's mm, and the mmap lock is held (type invariant):
+        // do_set_pmd()'s contract. It checks the entry and the folio's order
+        // under the PMD lock.
+        if unsafe { bindings::do_set_pmd(&mut vmf, folio.page(0)) } != 0 {
+            return false;
+        }
+        folio.get_for_mapping();
+        true
+    }
+}
+
+impl<'a, A: VmaAccess> Vma<'a, A> {
     /// Returns the raw VMA pointer.
     #[inline]
     pub fn as_ptr(&self) -> *mut bindings::vm_area_struct {
@@ -335,7 +410,11 @@ impl<'a> Vma<'a> {
         // that has no PUD-level leaves.
         Some(Pmd {
             pmd,
-            vma: *self,
+            // INVARIANT: in one of the trees (type invariant).
+            vma: Vma {
+                vma: self.vma,
+                _lock: PhantomData,
+            },
             haddr,
         })
     }

@@ -2,7 +2,13 @@
 # SPDX-License-Identifier: GPL-2.0
 """Tables, JSON, CSV and a ratio plot from `make bench` console logs.
 
-  bench.py OUTDIR ARCH=LOG...
+  bench.py OUTDIR ARCH=LOG [ARCH:icount1=LOG ARCH:icount2=LOG ARCH:config=FILE]...
+
+ARCH=LOG is a boot timed by the (emulated) clock; ARCH:icountN=LOG a boot
+under QEMU -icount shift=0,sleep=off, where a guest nanosecond is one
+instruction, so the same figures are instruction counts; two such boots
+must agree. ARCH:config names the kernel .config, whose debug options are
+printed with the results.
 
 Per row: the median, min and max per implementation, the Rust/C ratio of
 the medians, and its spread (the ratio's range over the paired rounds).
@@ -93,7 +99,7 @@ def group(sym):
     return "other kernel (common C)"
 
 
-def print_profile(prof, top=14):
+def print_profile(prof, top=14, unit="us"):
     for row, p in prof.items():
         iters = p.get("iters", {})
         if not iters.get("c") or not iters.get("rust"):
@@ -104,7 +110,7 @@ def print_profile(prof, top=14):
         tot = {i: sum(per[i].values()) for i in per}
         print()
         print(f"profile {row}: kernel cpu-clock samples per MADV_COLLAPSE "
-              f"(1 sample = {us:.0f} us; {iters['c']} C, {iters['rust']} Rust iterations, "
+              f"(1 sample = {us:.0f} {unit}; {iters['c']} C, {iters['rust']} Rust iterations, "
               f"{p.get('lost', 0)} lost)")
         print(f"  {'total':<44} {tot['c']:>8.2f} {tot['rust']:>8.2f}  Rust/C {tot['rust'] / tot['c']:.3f}"
               if tot["c"] else "  (no C samples)")
@@ -120,6 +126,85 @@ def print_profile(prof, top=14):
         print(f"  {'function':<44} {'C':>8} {'Rust':>8}")
         for sym in syms[:top]:
             print(f"  {sym[:44]:<44} {per['c'].get(sym, 0):>8.2f} {per['rust'].get(sym, 0):>8.2f}")
+
+
+def rows_of(data):
+    """The table rows of one boot: medians, ranges and the Rust/C ratio."""
+    rows = []
+    for row, what in ROWS:
+        c, r = data.get(row, {}).get("c", []), data.get(row, {}).get("rust", [])
+        if not c or not r:
+            rows.append({"row": row, "what": what, "missing": True})
+            continue
+        mc, mr = statistics.median(c), statistics.median(r)
+        pairs_ratio = [b / a for a, b in zip(c, r) if a > 0]
+        rows.append({
+            "row": row, "what": what, "n": min(len(c), len(r)),
+            "c_median_us": mc / 1000, "c_min_us": min(c) / 1000, "c_max_us": max(c) / 1000,
+            "rust_median_us": mr / 1000, "rust_min_us": min(r) / 1000,
+            "rust_max_us": max(r) / 1000,
+            "ratio": mr / mc if mc else None,
+            "ratio_min": min(pairs_ratio) if pairs_ratio else None,
+            "ratio_max": max(pairs_ratio) if pairs_ratio else None,
+            "rust_code": RUST_PART.get(row, "-"),
+        })
+    return rows
+
+
+# What makes a kernel production-like or not, printed with the results.
+CONFIG_SHOWN = ["PREEMPT", "PREEMPT_VOLUNTARY", "PREEMPT_NONE", "NR_CPUS", "HZ", "NUMA",
+                "MEMCG", "TRANSPARENT_HUGEPAGE", "KHUGEPAGED_RUST", "LOCKDEP", "PROVE_LOCKING",
+                "KASAN", "DEBUG_VM", "PAGE_TABLE_CHECK", "DEBUG_LIST", "DEBUG_ATOMIC_SLEEP",
+                "FAULT_INJECTION", "KCOV", "UBSAN"]
+
+
+def config_line(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return f"config: {path} not readable"
+    on, off = [], []
+    for opt in CONFIG_SHOWN:
+        m = re.search(rf"^CONFIG_{opt}=(\S+)$", text, re.M)
+        (on if m else off).append(f"{opt}={m.group(1)}" if m else opt)
+    return f"kernel config ({path}): " + " ".join(on) + "; not set: " + " ".join(off)
+
+
+def print_icount(arch, runs):
+    """The instruction-count table, and how two -icount boots agree."""
+    (name1, rows1), rest = runs[0], runs[1:]
+    other = {x["row"]: x for x in rest[0][1]} if rest else {}
+    ok = True
+    print()
+    print(f"{arch} (-icount shift=0: 1 guest ns = 1 instruction); C and Rust alternating per "
+          "round, medians in k-instructions")
+    print(f"{'row':<17} {'C median':>10} {'C min-max':>19} {'Rust median':>12} "
+          f"{'Rust min-max':>19} {'Rust/C':>7} {'paired range':>14}  {'boot 2/1 C, Rust':>17}")
+    worst = 0.0
+    for x in rows1:
+        if x.get("missing"):
+            print(f"{x['row']:<17} (no result)")
+            ok = False
+            continue
+        y = other.get(x["row"])
+        if y and not y.get("missing"):
+            dc = y["c_median_us"] / x["c_median_us"] if x["c_median_us"] else 0
+            dr = y["rust_median_us"] / x["rust_median_us"] if x["rust_median_us"] else 0
+            worst = max(worst, abs(dc - 1), abs(dr - 1))
+            agree = f"{dc:>8.4f} {dr:>8.4f}"
+        else:
+            agree = f"{'-':>17}"
+            if rest:
+                ok = False
+        print(f"{x['row']:<17} {x['c_median_us']:>10.1f} "
+              f"{x['c_min_us']:>9.1f}-{x['c_max_us']:<9.1f} {x['rust_median_us']:>12.1f} "
+              f"{x['rust_min_us']:>9.1f}-{x['rust_max_us']:<9.1f} {x['ratio']:>7.3f} "
+              f"{x['ratio_min']:>6.2f}-{x['ratio_max']:<6.2f}  {agree}")
+    if rest:
+        print(f"{arch}: the two -icount boots ({name1}, {rest[0][0]}) agree within "
+              f"{worst * 100:.2f}% on every median")
+    return ok, worst
 
 
 def slope(points):
@@ -139,26 +224,14 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ok = True
     summary = {}
-    for arch, log in pairs:
+    extra = {}
+    for key, log in pairs:
+        if ":" in key:
+            arch, kind = key.split(":", 1)
+            extra.setdefault(arch, {})[kind] = log
+    for arch, log in [(k, v) for k, v in pairs if ":" not in k]:
         data, platform = parse(log)
-        rows = []
-        for row, what in ROWS:
-            c, r = data.get(row, {}).get("c", []), data.get(row, {}).get("rust", [])
-            if not c or not r:
-                rows.append({"row": row, "what": what, "missing": True})
-                continue
-            mc, mr = statistics.median(c), statistics.median(r)
-            pairs_ratio = [b / a for a, b in zip(c, r) if a > 0]
-            rows.append({
-                "row": row, "what": what, "n": min(len(c), len(r)),
-                "c_median_us": mc / 1000, "c_min_us": min(c) / 1000, "c_max_us": max(c) / 1000,
-                "rust_median_us": mr / 1000, "rust_min_us": min(r) / 1000,
-                "rust_max_us": max(r) / 1000,
-                "ratio": mr / mc if mc else None,
-                "ratio_min": min(pairs_ratio) if pairs_ratio else None,
-                "ratio_max": max(pairs_ratio) if pairs_ratio else None,
-                "rust_code": RUST_PART.get(row, "-"),
-            })
+        rows = rows_of(data)
         slopes = {}
         for impl in ("c", "rust"):
             pts = [(n, statistics.median(data[f"retract-{n}"][impl]))
@@ -167,6 +240,11 @@ def main():
         prof = parse_profile(log)
         summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes,
                          "profile": prof}
+        icount_runs = [(k, rows_of(parse(v)[0])) for k, v in sorted(extra.get(arch, {}).items())
+                       if k.startswith("icount")]
+        if "config" in extra.get(arch, {}):
+            print()
+            print(f"{arch} {config_line(extra[arch]['config'])}")
 
         print()
         print(f"{arch} ({platform}{': emulated time, only the ratio means something' if platform == 'TCG' else ''}); "
@@ -188,6 +266,18 @@ def main():
                   f"Rust {s['rust']:.2f} us/VMA")
 
         print_profile(prof)
+
+        if icount_runs:
+            good, worst = print_icount(arch, icount_runs)
+            ok = ok and good
+            iprof = parse_profile(extra[arch][icount_runs[0][0]])
+            print()
+            print(f"{arch}: the profile again under -icount, where the cpu-clock event "
+                  "counts instructions")
+            print_profile(iprof, unit="k-instructions")
+            summary[arch]["icount"] = {k: r for k, r in icount_runs}
+            summary[arch]["icount_agreement"] = worst
+            summary[arch]["icount_profile"] = iprof
 
         base = os.path.join(outdir, f"bench-{arch}-{stamp}")
         with open(base + ".csv", "w", newline="") as f:

@@ -53,6 +53,18 @@ for arch in $ARCHES; do
 	ln -sf "$(basename "$LOG")" "$LOGS/$MODE-$arch-latest.log"
 	say "$arch: build+checks $((T1 - T0))s, guest $((T2 - T1))s; console log: $LOG"
 	LOGPAIRS+=("$arch=$LOG")
+	if [ "$MODE" = bench ]; then
+		# The same benchmark counted in instructions, twice, to show
+		# that the count is deterministic (scripts/qemu.sh QEMU_ICOUNT).
+		for run in 1 2; do
+			ILOG=$LOGS/$MODE-$arch-icount$run-$(date +%Y%m%d-%H%M%S).log
+			QEMU_ICOUNT=1 QEMU_SHOW='@@(BEGIN|DONE|GUEST|END)|BUG:|WARNING:|Kernel panic|Oops' \
+				bash "$TOP/scripts/qemu.sh" "$ILOG" "${CMDLINE:-}" | sed -u "s/^/[guest $arch icount] /"
+			LOGPAIRS+=("$arch:icount$run=$ILOG")
+		done
+		LOGPAIRS+=("$arch:config=${O:-$CACHE/build-$arch$BUILD_SUFFIX}/.config")
+		say "$arch: guests with -icount $(($(date +%s) - T2))s"
+	fi
 done
 
 case $MODE in

@@ -15,6 +15,18 @@ if [ -z "${NO_KVM:-}" ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo 
 	[ "$ARCH" = "$(uname -m | sed 's/aarch64/arm64/')" ]; then
 	accel=kvm
 fi
+# QEMU_ICOUNT=1 (make bench): TCG with -icount shift=0,sleep=off, where
+# the guest clock advances one nanosecond per instruction executed and
+# skips idle time: CLOCK_MONOTONIC deltas in the guest are instruction
+# counts, the same from one boot to the next. Single-threaded TCG, so
+# the two vCPUs run in turn.
+ICOUNT=()
+platform=$accel
+if [ -n "${QEMU_ICOUNT:-}" ]; then
+	accel=tcg
+	ICOUNT=(-icount shift=0,sleep=off)
+	platform=tcg-icount
+fi
 case $ARCH in
 x86_64)
 	QEMU=(qemu-system-x86_64 -M pc -cpu max -smp 2)
@@ -33,9 +45,9 @@ esac
 # shrinker split them under the collapse, whose isolation then found their
 # migration entries: MADV_COLLAPSE failed with EINVAL or EAGAIN in 4 of 16
 # tries, C and Rust alike; with 6 GiB, in none of 16 (thp_split_page 0).
-say "booting $ARCH under $accel (timeout ${TIMEOUT}s, console log: $LOG)"
+say "booting $ARCH under $platform (timeout ${TIMEOUT}s, console log: $LOG)"
 set +e
-timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" -accel $accel -m "${GUEST_MEM:-6G}" \
+timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" -accel $accel "${ICOUNT[@]}" -m "${GUEST_MEM:-6G}" \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$BUILD/$KIMAGE" -initrd "$GUEST/initramfs.cpio" \
 	-drive file="$GUEST/ext4.img",if=virtio,format=raw \

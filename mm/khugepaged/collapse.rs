@@ -24,7 +24,7 @@ use kernel::mm::folio::LockedFolio;
 use kernel::mm::mmu_notifier::MmuNotifierRange;
 use kernel::mm::pgtable::{Pmd, PmdKind, PtlHeld, UnmapFileError};
 use kernel::mm::virt::{Vma, VmaAccess};
-use kernel::mm::{MmapLocked, HPAGE_PMD_NR, HPAGE_PMD_ORDER};
+use kernel::mm::{MmapLocked, HPAGE_PMD_ORDER};
 
 use crate::scan::*;
 
@@ -70,15 +70,16 @@ fn set_huge_pmd(vma: &Vma<'_>, pmd: &Pmd<'_>, folio: &LockedFolio<'_>) -> ScanRe
     }
 }
 
-/// The result when entry `i` does not map page `i` of the folio: a CoWed
-/// anonymous copy gives `SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE go
-/// on with the next extent (C 6.12 stops there with `SCAN_FAIL` unless
+/// The result when an entry does not map its page of the folio: not
+/// present (`SCAN_PTE_NON_PRESENT`); a CoWed anonymous copy
+/// (`SCAN_PTE_ANON_COW`, which lets MADV_COLLAPSE go on with the next
+/// extent: C 6.12 stops there with `SCAN_FAIL` unless
 /// `khugepaged_skip_cow_extents` is set); anything else `SCAN_FAIL`.
-fn mismatch(anon: bool) -> ScanError {
-    if anon {
-        SCAN_PTE_ANON_COW
-    } else {
-        SCAN_FAIL
+fn unmap_error(e: UnmapFileError) -> ScanError {
+    match e {
+        UnmapFileError::NotPresent => SCAN_PTE_NON_PRESENT,
+        UnmapFileError::Mismatch { anon: true } => SCAN_PTE_ANON_COW,
+        UnmapFileError::Mismatch { anon: false } | UnmapFileError::Refused => SCAN_FAIL,
     }
 }
 
@@ -158,31 +159,16 @@ pub(crate) fn collapse_pte_mapped_thp(
     };
 
     // Step 1: check that every mapped PTE maps the right page of the folio.
+    // Swapped out or migrating: abort. A uprobe, a debugger or MAP_PRIVATE
+    // CoW may have replaced a page, but the new page is never a subpage of
+    // the folio. A zone-device page counts as none, with a warning (as in
+    // C). Runs of entries are checked at once (folio_pte_batch()).
     {
         let Some(ptes) = pmd.map_lock() else {
             // mmap_lock + folio lock should prevent this.
             return Err(SCAN_FAIL);
         };
-        for i in 0..HPAGE_PMD_NR {
-            let Some(ptent) = ptes.get(i) else { break };
-            if ptent.is_none() {
-                continue;
-            }
-            // Swapped out or migrating: abort.
-            if !ptent.is_present() {
-                return Err(SCAN_PTE_NON_PRESENT);
-            }
-            // A uprobe, a debugger or MAP_PRIVATE CoW may have replaced the
-            // page, but the new page is never a subpage of the folio. A
-            // zone-device page counts as none, with a warning (as in C).
-            match ptes.normal_folio(i) {
-                Some((_, pfn)) if pfn == folio.pfn() + i as c_ulong => {}
-                Some((f, _)) if !warn_on_once(f.is_zone_device()) => {
-                    return Err(mismatch(f.is_anon()))
-                }
-                _ => return Err(mismatch(false)),
-            }
-        }
+        ptes.check_file_folio(&folio).map_err(unmap_error)?;
         // `ptes` unmapped and unlocked here.
     }
 
@@ -214,31 +200,25 @@ pub(crate) fn collapse_pte_mapped_thp(
         None => ptl.insert(map.lock()),
     };
 
-    // Step 2: clear the page table and adjust the rmap.
-    let mut nr_ptes: i32 = 0;
-    for i in 0..HPAGE_PMD_NR {
-        // ptl was dropped after step 1 for the mmu_notifier: the folio lock
-        // stops more PTEs of the folio being faulted in, but not write
-        // faults CoWing anon copies from existing PTEs, nor swap-out or
-        // migration of those.
-        //
-        // Must clear the entry, or a racing truncate may remove it again.
-        // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
-        // folio is already dirty; a file THP is read-only.
-        //
-        // On abort, the guards release ptl (and pml), the mapping, the
-        // notifier range, then the folio, as C's abort path does.
-        let result = match map.unmap_file_page(lock, i, &folio) {
-            Ok(unmapped) => {
-                nr_ptes += unmapped as i32;
-                continue;
-            }
-            Err(UnmapFileError::NotPresent) => SCAN_PTE_NON_PRESENT,
-            Err(UnmapFileError::Mismatch { anon }) => mismatch(anon),
-            Err(UnmapFileError::Refused) => SCAN_FAIL,
-        };
+    // Step 2: clear the page table and adjust the rmap, one rmap update per
+    // run of entries (6.17's batching; 6.12's C does one per entry).
+    //
+    // ptl was dropped after step 1 for the mmu_notifier: the folio lock
+    // stops more PTEs of the folio being faulted in, but not write faults
+    // CoWing anon copies from existing PTEs, nor swap-out or migration of
+    // those.
+    //
+    // Must clear the entries, or a racing truncate may remove them again.
+    // The TLB flush is left to pmdp_collapse_flush(). Dirty PTE? A shmem
+    // folio is already dirty; a file THP is read-only.
+    //
+    // On abort, the guards release ptl (and pml), the mapping, the notifier
+    // range, then the folio, as C's abort path does.
+    let (unmapped, result) = map.unmap_file_folio(lock, &folio);
+    let nr_ptes = unmapped as i32;
+    if let Err(e) = result {
         abort_cleared(mmap, &folio, nr_ptes);
-        return Err(result);
+        return Err(unmap_error(e));
     }
 
     // pte_unmap_unlock(); a PMD lock (with the PTE lock nested) stays held

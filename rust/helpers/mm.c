@@ -29,6 +29,7 @@
 #include <linux/xarray.h>
 #include <asm/tlbflush.h>
 
+#include "../../mm/internal.h"
 #include "../../mm/khugepaged_scan.h"
 
 #ifdef CONFIG_TRANSPARENT_HUGEPAGE
@@ -698,4 +699,25 @@ void rust_helper_mmu_notifier_invalidate_range_end(struct mmu_notifier_range *ra
 struct page *rust_helper_pfn_to_page(unsigned long pfn)
 {
 	return pfn_to_page(pfn);
+}
+
+/*
+ * folio_pte_batch() of mm/internal.h: the run of entries from @start_ptep
+ * that map consecutive pages of @folio with the same bits but for dirty
+ * and soft-dirty, at most @max_nr.
+ */
+int rust_helper_folio_pte_batch(struct folio *folio, unsigned long addr,
+				pte_t *start_ptep, pte_t pte, int max_nr)
+{
+	return folio_pte_batch(folio, addr, start_ptep, pte, max_nr,
+			       FPB_IGNORE_DIRTY | FPB_IGNORE_SOFT_DIRTY,
+			       NULL, NULL, NULL);
+}
+
+/* ptep_clear() of @nr entries from @ptep, mapping from @addr on. */
+void rust_helper_ptep_clear_range(struct mm_struct *mm, unsigned long addr,
+				  pte_t *ptep, unsigned int nr)
+{
+	for (; nr; nr--, ptep++, addr += PAGE_SIZE)
+		ptep_clear(mm, addr, ptep);
 }

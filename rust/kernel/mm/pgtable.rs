@@ -714,7 +714,8 @@ impl PteMap<'_> {
     }
 }
 
-/// Why [`PteMap::unmap_file_page`] did not unmap an entry.
+/// Why [`PteMap::unmap_file_folio`] or [`PteMapLock::check_file_folio`]
+/// stopped at an entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum UnmapFileError {
     /// The entry is not present (swapped out, migrating).
@@ -745,57 +746,134 @@ impl PteMap<'_> {
         unsafe { normal_folio(self.pmd, self.ptes, i) }
     }
 
-    /// Unmaps entry `i` under this table's lock `held`, if it maps page `i`
-    /// of the locked page-cache `folio` (which must be the one for the PMD
-    /// range): clears it (`ptep_clear()`) and removes its rmap
-    /// (`folio_remove_rmap_ptes()`). The reference the entry held is the
-    /// caller's to drop ([`LockedFolio::ref_sub_mappings`]) once no TLB
-    /// entry can map the page; the TLB flush is left to the caller.
-    /// Returns whether an entry was unmapped: `false` for a none entry,
-    /// which is left alone.
+    /// Unmaps every entry that maps a page of the locked, PMD-sized
+    /// page-cache `folio` for this range (entry `i` mapping page `i`), under
+    /// this table's lock `held`: clears them (`ptep_clear()`) and removes
+    /// their rmap, one `folio_remove_rmap_ptes()` per run of entries that
+    /// `folio_pte_batch()` finds, as 6.17's `collapse_pte_mapped_thp()`
+    /// does. None entries are left alone. Stops at the first entry that maps
+    /// anything else, saying what. Returns how many entries it unmapped:
+    /// the references they held are the caller's to drop
+    /// ([`LockedFolio::ref_sub_mappings`]) once no TLB entry can map the
+    /// pages; the TLB flush is left to the caller.
     #[inline]
-    pub fn unmap_file_page(
+    pub fn unmap_file_folio(
         &self,
         held: &(impl PtlHeld + ?Sized),
-        i: usize,
         folio: &LockedFolio<'_>,
-    ) -> Result<bool, UnmapFileError> {
+    ) -> (usize, Result<(), UnmapFileError>) {
         if held.held_ptl() != self.ptl.as_ptr() {
-            return Err(UnmapFileError::Refused);
-        }
-        let pte = self.get(i).ok_or(UnmapFileError::Refused)?;
-        if pte.is_none() {
-            return Ok(false);
-        }
-        if !pte.is_present() {
-            return Err(UnmapFileError::NotPresent);
+            return (0, Err(UnmapFileError::Refused));
         }
         let vma = self.pmd.vma;
-        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
-        // SAFETY: the VMA is valid; `pte` was read under the lock.
-        let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) };
-        // Zone-device pages are none here, with a warning (as C does).
-        #[cfg(CONFIG_ZONE_DEVICE)]
-        // SAFETY: `page` is NULL or a mapped page, live under the lock.
-        let page = if unsafe { bindings::page_warn_zone_device(page) } {
-            core::ptr::null_mut()
-        } else {
-            page
+        let mut unmapped = 0;
+        let unmap = |i: usize, nr: usize, addr: c_ulong| {
+            // SAFETY: entries `i..i + nr` are mapped, the lock is held, and
+            // they map pages `i..i + nr` of the locked folio, whose rmap
+            // goes with them.
+            unsafe {
+                bindings::ptep_clear_range(vma.mm(), addr, self.ptes.as_ptr().add(i), nr as _);
+                bindings::folio_remove_rmap_ptes(
+                    folio.as_ptr(),
+                    folio.page(i),
+                    nr as _,
+                    vma.as_ptr(),
+                );
+            }
+            unmapped += nr;
         };
-        if page.is_null() || page != folio.page(i) {
-            // SAFETY: a page mapped by the entry, live under the lock.
-            let anon = !page.is_null() && unsafe { bindings::page_is_anon(page) };
-            return Err(UnmapFileError::Mismatch { anon });
-        }
-        // SAFETY: `i` is within the mapped entries, the lock is held, and
-        // the entry maps page `i` of the locked folio, whose rmap goes with
-        // it.
-        unsafe {
-            bindings::ptep_clear(vma.mm(), addr, self.ptes.as_ptr().add(i));
-            bindings::folio_remove_rmap_ptes(folio.as_ptr(), page, 1, vma.as_ptr());
-        }
-        Ok(true)
+        // SAFETY: the lock is held.
+        let result = unsafe { file_folio_runs(self.pmd, self.ptes, folio, unmap) };
+        (unmapped, result)
     }
+}
+
+impl PteMapLock<'_> {
+    /// Checks that every entry is none or maps a page of the locked,
+    /// PMD-sized page-cache `folio` for this range (entry `i` mapping page
+    /// `i`), a run of entries per `folio_pte_batch()`; says what the first
+    /// other entry maps.
+    #[inline]
+    pub fn check_file_folio(&self, folio: &LockedFolio<'_>) -> Result<(), UnmapFileError> {
+        // SAFETY: the lock is held (type invariant).
+        unsafe { file_folio_runs(self.pmd, self.ptes, folio, |_, _, _| {}) }
+    }
+}
+
+/// Walks the table at `ptes` under `pmd` in runs of entries that map pages
+/// of the PMD-sized `folio` at their own index: `run(i, nr, addr)` for each
+/// run of `nr` entries from entry `i` (at `addr`), found by
+/// `folio_pte_batch()`; none entries are skipped. Stops at the first other
+/// entry, with what it is.
+///
+/// # Safety
+///
+/// `ptes` must start the [`HPAGE_PMD_NR`] mapped entries of the table
+/// under `pmd`, whose lock the caller holds.
+#[inline]
+unsafe fn file_folio_runs(
+    pmd: &Pmd<'_>,
+    ptes: NonNull<bindings::pte_t>,
+    folio: &LockedFolio<'_>,
+    mut run: impl FnMut(usize, usize, c_ulong),
+) -> Result<(), UnmapFileError> {
+    if folio.nr != HPAGE_PMD_NR {
+        return Err(UnmapFileError::Refused);
+    }
+    let base = folio.pfn();
+    let mut i = 0;
+    while i < HPAGE_PMD_NR {
+        // SAFETY: mapped entries (safety requirements).
+        let Some(pte) = (unsafe { read_pte(ptes, i) }) else {
+            break;
+        };
+        if pte.is_none() {
+            i += 1;
+            continue;
+        }
+        let addr = pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        match pte.pfn() {
+            None => return Err(UnmapFileError::NotPresent),
+            Some(pfn) if pfn != base + i as c_ulong => {
+                return Err(mismatch(pmd, addr, pte));
+            }
+            Some(_) => {}
+        }
+        // SAFETY: entry `i` is present and maps page `i` of the large,
+        // referenced folio; the batch stays within the table.
+        let nr = unsafe {
+            bindings::folio_pte_batch(
+                folio.as_ptr(),
+                addr,
+                ptes.as_ptr().add(i),
+                pte.raw,
+                (HPAGE_PMD_NR - i) as _,
+            )
+        }
+        .clamp(1, (HPAGE_PMD_NR - i) as _) as usize;
+        run(i, nr, addr);
+        i += nr;
+    }
+    Ok(())
+}
+
+/// What a present entry at `addr` maps instead of the expected page of a
+/// page-cache folio, as `vm_normal_page()` sees it: zone-device pages
+/// count as none, with a warning (as C does).
+#[inline]
+fn mismatch(pmd: &Pmd<'_>, addr: c_ulong, pte: Pte) -> UnmapFileError {
+    // SAFETY: the VMA is valid; `pte` was read under its table's lock.
+    let page = unsafe { bindings::vm_normal_page(pmd.vma.as_ptr(), addr, pte.raw) };
+    #[cfg(CONFIG_ZONE_DEVICE)]
+    // SAFETY: `page` is NULL or a mapped page, live under the lock.
+    let page = if unsafe { bindings::page_warn_zone_device(page) } {
+        core::ptr::null_mut()
+    } else {
+        page
+    };
+    // SAFETY: a page mapped by the entry, live under the lock.
+    let anon = !page.is_null() && unsafe { bindings::page_is_anon(page) };
+    UnmapFileError::Mismatch { anon }
 }
 
 impl Drop for PteMap<'_> {

@@ -171,6 +171,11 @@ def config_line(path):
     return f"kernel config ({path}): " + " ".join(on) + "; not set: " + " ".join(off)
 
 
+# Rows that wait for khugepaged's thread or a timer: their figures move by
+# whole scheduler ticks (4 ms at HZ=250), also under -icount.
+TICK_ROWS = {"uprobe-heal", "khugepaged-scan"}
+
+
 def print_icount(arch, runs):
     """The instruction-count table, and how two -icount boots agree."""
     (name1, rows1), rest = runs[0], runs[1:]
@@ -181,7 +186,7 @@ def print_icount(arch, runs):
           "round, medians in k-instructions")
     print(f"{'row':<17} {'C median':>10} {'C min-max':>19} {'Rust median':>12} "
           f"{'Rust min-max':>19} {'Rust/C':>7} {'paired range':>14}  {'boot 2/1 C, Rust':>17}")
-    worst = 0.0
+    worst, worst_row, tick_worst = 0.0, "-", 0.0
     for x in rows1:
         if x.get("missing"):
             print(f"{x['row']:<17} (no result)")
@@ -191,7 +196,11 @@ def print_icount(arch, runs):
         if y and not y.get("missing"):
             dc = y["c_median_us"] / x["c_median_us"] if x["c_median_us"] else 0
             dr = y["rust_median_us"] / x["rust_median_us"] if x["rust_median_us"] else 0
-            worst = max(worst, abs(dc - 1), abs(dr - 1))
+            dev = max(abs(dc - 1), abs(dr - 1))
+            if x["row"] in TICK_ROWS:
+                tick_worst = max(tick_worst, dev)
+            elif dev > worst:
+                worst, worst_row = dev, x["row"]
             agree = f"{dc:>8.4f} {dr:>8.4f}"
         else:
             agree = f"{'-':>17}"
@@ -203,7 +212,9 @@ def print_icount(arch, runs):
               f"{x['ratio_min']:>6.2f}-{x['ratio_max']:<6.2f}  {agree}")
     if rest:
         print(f"{arch}: the two -icount boots ({name1}, {rest[0][0]}) agree within "
-              f"{worst * 100:.2f}% on every median")
+              f"{worst * 100:.2f}% on the median of every per-call row (furthest: {worst_row}); "
+              f"the rows that wait for khugepaged or a timer ({', '.join(sorted(TICK_ROWS))}) "
+              f"move by whole ticks, up to {tick_worst * 100:.1f}%")
     return ok, worst
 
 

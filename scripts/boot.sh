@@ -62,7 +62,7 @@ for arch in $ARCHES; do
 				bash "$TOP/scripts/qemu.sh" "$ILOG" "${CMDLINE:-}" | sed -u "s/^/[guest $arch icount] /"
 			LOGPAIRS+=("$arch:icount$run=$ILOG")
 		done
-		LOGPAIRS+=("$arch:config=${O:-$CACHE/build-$arch$BUILD_SUFFIX}/.config")
+		LOGPAIRS+=("$arch:config=${O:-$CACHE/build-$arch-bench}/.config")
 		say "$arch: guests with -icount $(($(date +%s) - T2))s"
 	fi
 done

@@ -81,6 +81,43 @@ static inline long read_num(const char *path)
 	return n > 0 ? atol(buf) : -1;
 }
 
+/* The counter @name of /proc/vmstat, or -1. */
+static inline long vm_counter(const char *name)
+{
+	size_t n = strlen(name);
+	char line[128];
+	long v = -1;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, name, n) && line[n] == ' ') {
+			v = atol(line + n + 1);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+/*
+ * Waits up to two seconds for the global counter @name of /proc/vmstat to
+ * come within @slack of zero, and returns it. Per-cpu deltas reach the
+ * global counter in batches (the stat threshold, a few dozen pages per
+ * CPU here) and at least every second (vm.stat_interval).
+ */
+static inline long vmstat_settled(const char *name, long slack)
+{
+	long v = vm_counter(name);
+
+	for (int i = 0; i < 200 && (v > slack || v < -slack); i++) {
+		usleep(10000);
+		v = vm_counter(name);
+	}
+	return v;
+}
+
 /*
  * Writes @len bytes of @buf to a new file @path, then reopens it read-only
  * (READ_ONLY_THP_FOR_FS wants no writer) with its page cache dropped, so

@@ -193,10 +193,7 @@ fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>
         };
         // The list is in the order of first entries: a folio met for the
         // first time is at its head.
-        if isolated
-            .first()
-            .is_some_and(|f| f.pfn() == page.folio().pfn())
-        {
+        if isolated.first_pfn() == Some(page.folio().pfn()) {
             if let Some(folio) = isolated.pop() {
                 if folio.is_large() {
                     // Released below, once every entry is gone.

@@ -142,9 +142,9 @@ pub unsafe extern "C" fn rust_khugepaged_scan_mm_slot(
         0
     } else {
         // SAFETY: the cursor's slot keeps a reference on its mm (mm_count)
-        // until khugepaged_scan_advance() moves on.
-        let mm = unsafe { Mm::from_raw(mm) };
-        let cursor = khugepaged_c::ScanCursor { mm, addr };
+        // until khugepaged_scan_advance() moves on; this is the khugepaged
+        // thread, under khugepaged_mm_lock.
+        let cursor = unsafe { khugepaged_c::ScanCursor::new(Mm::from_raw(mm), addr) };
         // SAFETY: `cc` is the caller's, not used elsewhere during the call.
         let (progress, held) = scan_slot::khugepaged_scan_mm_slot(
             pages,
@@ -253,11 +253,27 @@ pub(crate) mod khugepaged_c {
     ///
     /// `mm` is the cursor's, referenced by its slot until [`Self::advance`].
     pub(crate) struct ScanCursor<'a> {
-        pub(crate) mm: &'a Mm,
+        mm: &'a Mm,
         pub(crate) addr: c_ulong,
     }
 
-    impl ScanCursor<'_> {
+    impl<'a> ScanCursor<'a> {
+        /// The cursor of the slot `khugepaged_scan_cursor()` returned.
+        ///
+        /// # Safety
+        ///
+        /// Only for the khugepaged thread, with `khugepaged_mm_lock` held:
+        /// `mm` and `addr` are what `khugepaged_scan_cursor()` returned.
+        pub(crate) unsafe fn new(mm: &'a Mm, addr: c_ulong) -> Self {
+            // INVARIANT: the cursor's mm (safety requirements).
+            Self { mm, addr }
+        }
+
+        /// The cursor's mm.
+        pub(crate) fn mm(&self) -> &'a Mm {
+            self.mm
+        }
+
         /// `khugepaged_scan_advance()`, under `khugepaged_mm_lock`
         /// (`held`): stores the address, and if `done`, moves on to the next
         /// slot (freeing this one if its mm exited).

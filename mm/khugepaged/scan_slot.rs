@@ -209,7 +209,7 @@ pub(crate) fn khugepaged_scan_mm_slot<'a>(
     let released = held.unlock();
 
     let mut addr = cursor.addr;
-    let walk = walk_mm(&cursor, cursor.mm, pages, &mut addr, result, cc);
+    let walk = walk_mm(&cursor, cursor.mm(), pages, &mut addr, result, cc);
     cursor.addr = addr;
 
     let held = released.relock();

@@ -604,18 +604,26 @@ impl IsolatedList {
 
     /// The first folio, without taking it off.
     #[inline]
-    pub fn first(self: Pin<&Self>) -> Option<&Folio> {
+    fn first_raw(self: Pin<&Self>) -> Option<NonNull<bindings::folio>> {
         // SAFETY: the list is initialised (type invariant).
-        let f = unsafe { bindings::folio_list_next(self.head.get(), core::ptr::null_mut()) };
-        // SAFETY: on the list, so isolated with a reference the list owns,
-        // for as long as the list is borrowed.
-        (!f.is_null()).then(|| unsafe { Folio::from_raw(f) })
+        NonNull::new(unsafe { bindings::folio_list_next(self.head.get(), core::ptr::null_mut()) })
+    }
+
+    /// The pfn of the first folio, without taking it off. (Not a `&Folio`:
+    /// a [`pop`](Self::pop) through another borrow of the list could end
+    /// its isolation, and free it, while the borrow lives.)
+    #[inline]
+    pub fn first_pfn(self: Pin<&Self>) -> Option<c_ulong> {
+        let f = self.first_raw()?;
+        // SAFETY: on the list, so isolated with a reference the list owns;
+        // only read during the call.
+        Some(unsafe { Folio::from_raw(f.as_ptr()) }.pfn())
     }
 
     /// Takes the first folio off the list.
     #[inline]
     pub fn pop(self: Pin<&Self>) -> Option<IsolatedFolio> {
-        let f = NonNull::new(self.first()?.as_ptr())?;
+        let f = self.first_raw()?;
         // SAFETY: `f` is on the list (initialised: type invariant).
         unsafe { bindings::folio_list_del(f.as_ptr()) };
         // INVARIANT: the list's isolated folio, handed back.

@@ -230,10 +230,15 @@ pub(crate) fn collapse_pte_mapped_thp(
     // Step 3: set the refcount and the mm counters right.
     put_unmapped(mmap, &folio, nr_ptes);
 
-    // Step 4: remove the empty page table.
-    let Some(both) = held.or_else(|| pmd.lock().nest_table_lock()) else {
+    // Step 4: remove the empty page table, under the PMD lock with the PTE
+    // lock nested (held since step 2, or taken again).
+    let Some(table) = held
+        .or_else(|| pmd.lock().nest_table_lock())
+        .and_then(|both| both.collapse_flush())
+    else {
         // Unreachable: the mmap and folio locks keep the (now empty) table
-        // attached. If it were not, leave it alone, but the entries step 2
+        // attached, and step 2 unmapped every entry under its lock. If it
+        // were not so, leave the table alone, but the entries step 2
         // cleared may still be in TLBs, for pages whose references step 3
         // dropped: flush them before anything can free those pages.
         warn_on_once(true);
@@ -242,18 +247,6 @@ pub(crate) fn collapse_pte_mapped_thp(
         }
         return Err(SCAN_FAIL);
     };
-    // Step 2 unmapped every entry under this table's lock, which is still
-    // held: the table is empty.
-    let Some(table) = both.collapse_flush() else {
-        // Unreachable, as above: flush what step 2 cleared.
-        warn_on_once(true);
-        drop(both);
-        if nr_ptes > 0 {
-            mmap.flush_tlb();
-        }
-        return Err(SCAN_FAIL);
-    };
-    drop(both);
     drop(invalidation);
     table.free();
 

@@ -195,11 +195,6 @@ struct folio *rust_helper_page_folio(struct page *page)
 	return page_folio(page);
 }
 
-bool rust_helper_is_zone_device_page(const struct page *page)
-{
-	return is_zone_device_page(page);
-}
-
 bool rust_helper_folio_is_zone_device(const struct folio *folio)
 {
 	return folio_is_zone_device(folio);
@@ -420,11 +415,6 @@ unsigned long rust_helper_pte_pfn(pte_t pte)
 	return pte_pfn(pte);
 }
 
-int rust_helper_is_swap_pte(pte_t pte)
-{
-	return is_swap_pte(pte);
-}
-
 bool rust_helper_pte_swp_uffd_wp_any(pte_t pte)
 {
 	return pte_swp_uffd_wp_any(pte);
@@ -580,22 +570,6 @@ void rust_helper_node_stat_mod_folio(struct folio *folio,
 				     enum node_stat_item item, int nr)
 {
 	node_stat_mod_folio(folio, item, nr);
-}
-
-void rust_helper_node_stat_sub_folio(struct folio *folio,
-				     enum node_stat_item item)
-{
-	node_stat_sub_folio(folio, item);
-}
-
-struct folio *rust_helper_pfn_folio(unsigned long pfn)
-{
-	return pfn_folio(pfn);
-}
-
-struct page *rust_helper_pte_page(pte_t pte)
-{
-	return pte_page(pte);
 }
 
 void rust_helper_clear_user_highpage(struct page *page, unsigned long vaddr)

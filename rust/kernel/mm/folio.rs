@@ -479,13 +479,28 @@ impl IsolatedFolio {
     #[inline]
     pub fn putback_free_swap_cache(self) {
         let this = core::mem::ManuallyDrop::new(self);
-        let folio = this.folio.as_ptr();
+        // SAFETY: not dropped: `this` is given up here.
+        unsafe { this.release(true) };
+    }
+
+    /// Uncounts, unlocks and puts the folio back on an LRU list, with
+    /// `free_swap_cache()` after the unlock if `free_swap_cache`.
+    ///
+    /// # Safety
+    ///
+    /// Once only: the object gives up its lock, isolation and count, and
+    /// must not be used (nor dropped) after.
+    #[inline]
+    unsafe fn release(&self, free_swap_cache: bool) {
+        let folio = self.folio.as_ptr();
         // SAFETY: locked, isolated and counted by this object (type
-        // invariant), which gives all three up here.
+        // invariant), which gives all three up here (safety requirements).
         unsafe {
-            bindings::node_stat_sub_folio(folio, isolated_item(&this));
+            bindings::node_stat_mod_folio(folio, isolated_item(self), -(self.nr_pages() as i32));
             bindings::folio_unlock(folio);
-            bindings::mm_free_swap_cache(folio);
+            if free_swap_cache {
+                bindings::mm_free_swap_cache(folio);
+            }
             folio_putback_lru(folio);
         }
     }
@@ -504,15 +519,8 @@ impl core::ops::Deref for IsolatedFolio {
 impl Drop for IsolatedFolio {
     #[inline]
     fn drop(&mut self) {
-        let folio = self.folio.as_ptr();
-        let nr = self.nr_pages() as i32;
-        // SAFETY: locked, isolated and counted by this object (type
-        // invariant), which gives all three up here.
-        unsafe {
-            bindings::node_stat_mod_folio(folio, isolated_item(self), -nr);
-            bindings::folio_unlock(folio);
-            folio_putback_lru(folio);
-        }
+        // SAFETY: the object is being dropped.
+        unsafe { self.release(false) };
     }
 }
 

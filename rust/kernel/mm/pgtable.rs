@@ -596,7 +596,8 @@ pub enum Unmapped {
     /// reference it held is in the [`UnmappedPage`].
     Page(UnmappedPage),
     /// Not unmapped: not a detached table's map, `held` not its lock, an
-    /// index out of range, or an entry that maps no normal page.
+    /// index out of range, or an entry that is not present or maps no
+    /// normal page.
     Refused,
 }
 
@@ -649,15 +650,19 @@ impl PteMap<'_> {
         if pte.is_none() {
             return Unmapped::None;
         }
+        if !pte.is_present() {
+            return Unmapped::Refused;
+        }
         let vma = self.pmd.vma;
         let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
         let page = if pte.is_zero_page() {
             None
         } else {
-            // SAFETY: the VMA is valid; `pte` was read under the lock.
+            // SAFETY: the VMA is valid; `pte` is a present entry read under
+            // the lock.
             match NonNull::new(unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) }) {
-                Some(page) if pte.is_present() => Some(page),
-                _ => return Unmapped::Refused,
+                Some(page) => Some(page),
+                None => return Unmapped::Refused,
             }
         };
         // SAFETY: `i` is within the mapped entries and the table's lock is
@@ -731,21 +736,6 @@ pub enum UnmapFileError {
 }
 
 impl PteMap<'_> {
-    /// As [`PteMapLock::normal_folio`], under this table's lock `held`
-    /// (`None` if it is another lock).
-    #[inline]
-    pub fn normal_folio<'s>(
-        &'s self,
-        held: &'s (impl PtlHeld + ?Sized),
-        i: usize,
-    ) -> Option<(&'s Folio, c_ulong)> {
-        if held.held_ptl() != self.ptl.as_ptr() {
-            return None;
-        }
-        // SAFETY: the lock is held for `'s`.
-        unsafe { normal_folio(self.pmd, self.ptes, i) }
-    }
-
     /// Unmaps every entry that maps a page of the locked, PMD-sized
     /// page-cache `folio` for this range (entry `i` mapping page `i`), under
     /// this table's lock `held`: clears them (`ptep_clear()`) and removes

@@ -40,11 +40,6 @@
 #include "../kselftest_harness.h"
 #include "khugepaged_util.h"
 
-/* Newer than the C library's headers may be. */
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC	0x8000	/* bit 15, as in 6.12's uapi */
-#endif
-
 enum role { COLLAPSER, PEER, ANON, UFFD_WP, MISALIGNED, NR_ROLES };
 
 static const char * const role_names[NR_ROLES] = {
@@ -68,27 +63,6 @@ struct report {
 	long pmd_kb;	/* (File|Shmem)PmdMapped of its mapping after refault */
 	long bad;	/* bytes that differ from what it should read, or -1 */
 };
-
-/* Registers [p, p + len) for uffd-wp; returns the uffd, or -1. */
-static int uffd_wp_register(char *p, size_t len)
-{
-	/* Async WP allows any VMA type, file-backed ones included. */
-	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_WP_ASYNC };
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)p, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_WP,
-	};
-	int uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-
-	if (uffd < 0)
-		return -1;
-	if (ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
-		close(uffd);
-		return -1;
-	}
-	return uffd;
-}
 
 /* Maps the file for @role and faults it in; NULL on failure. */
 static char *map_role(enum role role, int fd)
@@ -148,7 +122,8 @@ static void child(enum role role, int fd, const char *field, int ready,
 	char c = p ? 1 : 0;
 
 	if (p && role == UFFD_WP) {
-		uffd = uffd_wp_register(p, PMD_SIZE);
+		uffd = kh_uffd_register(p, PMD_SIZE, UFFD_FEATURE_WP_ASYNC,
+					UFFDIO_REGISTER_MODE_WP);
 		c = uffd >= 0;
 	}
 	if (write(ready, &c, 1) != 1 || !c)

@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PMD_SIZE	(2UL << 20)
@@ -23,6 +26,14 @@
 #define TRACEFS		"/sys/kernel/tracing/"
 /* The counters of each implementation (debugfs, mounted here). */
 #define IMPL_STATS	"/sys/kernel/debug/khugepaged/impl_stats"
+
+/* Newer than the C library's headers may be (bits 13 and 15 of 6.12's uapi). */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED	0x2000
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC	0x8000
+#endif
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE	25
@@ -272,6 +283,30 @@ static inline void touch(const char *p, size_t len)
 	for (size_t i = 0; i < len; i += KH_PAGE)
 		s += p[i];
 	__asm__ __volatile__("" : : "r"(s) : "memory");
+}
+
+/*
+ * A userfaultfd with @features, [@p, @p + @len) registered with @mode
+ * (UFFDIO_REGISTER_MODE_*); the uffd, or -1. Async WP allows any VMA type,
+ * file-backed ones included.
+ */
+static inline int kh_uffd_register(void *p, size_t len, __u64 features,
+				   __u64 mode)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)p, .len = len },
+		.mode = mode,
+	};
+	int uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (uffd < 0)
+		return -1;
+	if (ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+		close(uffd);
+		return -1;
+	}
+	return uffd;
 }
 
 #endif /* KHUGEPAGED_UTIL_H */

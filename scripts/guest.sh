@@ -48,6 +48,7 @@ build khugepaged_uprobe "$SELF/mm/khugepaged_uprobe.c" "$SELF/mm/khugepaged_util
 build khugepaged_retract "$SELF/mm/khugepaged_retract.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_scan "$SELF/mm/khugepaged_scan.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_anon_race "$SELF/mm/khugepaged_anon_race.c" "$SELF/mm/khugepaged_util.h"
+build khugepaged_races "$SELF/mm/khugepaged_races.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_demo "$SELF/mm/khugepaged_demo.c" "$SELF/mm/khugepaged_util.h"
 build khugepaged_bench "$SELF/mm/khugepaged_bench.c" "$SELF/mm/khugepaged_util.h"
 

@@ -32,6 +32,7 @@ run uprobe /bin/khugepaged_uprobe
 run retract /bin/khugepaged_retract
 run scan /bin/khugepaged_scan
 run anon-race /bin/khugepaged_anon_race
+run races /bin/khugepaged_races
 for ctx in madvise khugepaged; do
 	run upstream-$ctx-anon /bin/khugepaged $ctx:anon
 	run upstream-$ctx-shmem /bin/khugepaged $ctx:shmem

@@ -1,0 +1,1412 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Regression tests for the known khugepaged races: each case runs the
+ * operations of one upstream bug concurrently with MADV_COLLAPSE (and so
+ * with collapse_file(), retract_page_tables(), collapse_pte_mapped_thp()
+ * or collapse_huge_page() of the selected implementation) for a bounded
+ * time, then checks
+ *
+ *  - every byte of the memory it owns, through every mapping and read(),
+ *    against what the test wrote (a torn or lost page is a failure);
+ *  - that MADV_COLLAPSE only ever failed with an errno of the case's set,
+ *    which is what 6.12's madvise_collapse_errno() can give for that race;
+ *  - that the race was run: at least MIN_OK collapses succeeded while the
+ *    other threads or processes were at work;
+ *  - for the fault-injection cases, the errno the injected failure maps to,
+ *    and that nothing leaked (memcg usage, isolated pages, data);
+ *
+ * and the kernel log is checked by scripts/report.py: a KASAN report (a
+ * page table freed under a lockless walker), a page_table_check or
+ * DEBUG_VM report, lockdep, "Bad rss-counter", a new taint bit all fail
+ * the suite. Each case names its bug.
+ *
+ * Every case runs for KH_RACE_SECONDS (default 2) seconds, or longer until
+ * MIN_OK collapses succeeded, at most CAP_FACTOR times that; make soak
+ * scales it. Environment: KHUGEPAGED_FILE_DIR (ext4, READ_ONLY_THP_FOR_FS),
+ * needed by the cases that use a file. The guest has two CPUs and two NUMA
+ * nodes; the migration case needs the second node.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+#include "khugepaged_util.h"
+
+#define NR_PAGES	(PMD_SIZE / KH_PAGE)
+#define MIN_OK		3	/* successful collapses a race needs */
+#define CAP_FACTOR	10	/* a case gives up after this many times its time */
+#define TIMEOUT		3600	/* the harness's per-case limit (make soak) */
+#define PM_UFFD_WP	(1ULL << 57)
+#define MPOL_MF_MOVE_ALL (1 << 2)
+
+/* errno bits of the failures a case accepts from a racing MADV_COLLAPSE. */
+#define E_AGAIN		(1 << 0)
+#define E_INVAL		(1 << 1)
+#define E_BUSY		(1 << 2)
+#define E_NOMEM		(1 << 3)
+
+/*
+ * What the threads and processes of a case share (MAP_SHARED, so that
+ * forked children see it): a sequence count around each rewrite of a page
+ * (odd while the page is a hole or half written), the stop flag, and what
+ * they count.
+ */
+struct shared {
+	atomic_uint seq;
+	atomic_bool stop;
+	atomic_long bad;	/* wrong bytes seen, or failed operations */
+	atomic_long ok;		/* successful collapses by helpers */
+	atomic_long rounds;	/* collapse rounds of the main loop */
+	atomic_long ops;	/* operations of the helpers */
+	atomic_int bad_errno;	/* an errno no case accepts, if any */
+};
+
+/* The results of one case's MADV_COLLAPSEs. */
+struct counts {
+	long rounds, ok, again, inval, busy, nomem, other;
+	int other_errno;
+};
+
+static double race_seconds(void)
+{
+	const char *s = getenv("KH_RACE_SECONDS");
+	double v = s ? atof(s) : 0;
+
+	return v > 0 ? v : 2;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Is the main loop of a case that started at @t0 done? */
+static bool race_over(double t0, long ok)
+{
+	double t = now() - t0, secs = race_seconds();
+
+	return (t >= secs && ok >= MIN_OK) || t >= CAP_FACTOR * secs;
+}
+
+static struct shared *shared_new(void)
+{
+	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	return sh == MAP_FAILED ? NULL : sh;
+}
+
+/* Counts madvise()'s result @ret (with errno) in @c. */
+static void count(struct counts *c, int ret)
+{
+	c->rounds++;
+	if (!ret) {
+		c->ok++;
+		return;
+	}
+	switch (errno) {
+	case EAGAIN: c->again++; break;
+	case EINVAL: c->inval++; break;
+	case EBUSY: c->busy++; break;
+	case ENOMEM: c->nomem++; break;
+	default: c->other++; c->other_errno = errno; break;
+	}
+}
+
+/* Failures of @c outside the errno set @allowed. */
+static long disallowed(const struct counts *c, int allowed)
+{
+	return c->other + (allowed & E_AGAIN ? 0 : c->again) +
+	       (allowed & E_INVAL ? 0 : c->inval) +
+	       (allowed & E_BUSY ? 0 : c->busy) +
+	       (allowed & E_NOMEM ? 0 : c->nomem);
+}
+
+static void print_counts(const char *what, const struct counts *c)
+{
+	fprintf(stderr, "# %s: %ld MADV_COLLAPSE, %ld ok, EAGAIN %ld, EINVAL %ld, "
+		"EBUSY %ld, ENOMEM %ld, other %ld%s%s\n", what, c->rounds, c->ok,
+		c->again, c->inval, c->busy, c->nomem, c->other,
+		c->other ? " " : "", c->other ? strerror(c->other_errno) : "");
+}
+
+/* The test data of page @k of a 2 MiB range, per @salt. */
+static void page_pattern(uint8_t *buf, size_t k, int salt)
+{
+	for (size_t j = 0; j < KH_PAGE; j++)
+		buf[j] = kh_pattern(k * KH_PAGE + j, salt);
+}
+
+/* A memfd (shmem) of 2 MiB filled with kh_pattern(, @salt); -1 on failure. */
+static int shmem_fd(int salt)
+{
+	int fd = memfd_create("khugepaged_races", 0);
+	uint8_t buf[KH_PAGE];
+
+	if (fd < 0)
+		return -1;
+	for (size_t k = 0; k < NR_PAGES; k++) {
+		page_pattern(buf, k, salt);
+		if (pwrite(fd, buf, KH_PAGE, k * KH_PAGE) != KH_PAGE) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+/* A read-only ext4 file of 2 MiB of kh_pattern(, @salt); -1 without one. */
+static int ext4_fd(int salt, const char *name)
+{
+	const char *dir = getenv("KHUGEPAGED_FILE_DIR");
+	uint8_t *buf = malloc(PMD_SIZE);
+	char path[512];
+	int fd;
+
+	if (!dir || !*dir || !buf) {
+		free(buf);
+		return -1;
+	}
+	for (size_t i = 0; i < PMD_SIZE; i++)
+		buf[i] = kh_pattern(i, salt);
+	snprintf(path, sizeof(path), "%s/races-%s.%d", dir, name, getpid());
+	fd = ro_file(path, buf, PMD_SIZE, false);
+	free(buf);
+	return fd;
+}
+
+/*
+ * Splits the shmem THP of @fd (if it is one) by punching page @k out of it,
+ * and writes the page back, inside the sequence count: readers skip what
+ * they read meanwhile.
+ */
+static int punch_refill(struct shared *sh, int fd, size_t k, int salt)
+{
+	uint8_t buf[KH_PAGE];
+	int ret;
+
+	page_pattern(buf, k, salt);
+	atomic_fetch_add(&sh->seq, 1);
+	ret = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			k * KH_PAGE, KH_PAGE);
+	if (!ret && pwrite(fd, buf, KH_PAGE, k * KH_PAGE) != KH_PAGE)
+		ret = -1;
+	atomic_fetch_add(&sh->seq, 1);
+	return ret;
+}
+
+/*
+ * Reads @n random pages of @p (a mapping of the whole range), comparing
+ * them with kh_pattern(, @salt), and counts the wrong bytes in sh->bad
+ * unless a rewrite ran meanwhile.
+ */
+static void check_sample(struct shared *sh, const uint8_t *p, int salt,
+			 int n, unsigned int *seed)
+{
+	for (int i = 0; i < n; i++) {
+		size_t k = rand_r(seed) % NR_PAGES;
+		unsigned int s = atomic_load(&sh->seq);
+		long bad;
+
+		if (s & 1)
+			continue;
+		bad = 0;
+		for (size_t j = 0; j < KH_PAGE; j++)
+			bad += p[k * KH_PAGE + j] !=
+			       kh_pattern(k * KH_PAGE + j, salt);
+		atomic_thread_fence(memory_order_acquire);
+		if (bad && atomic_load(&sh->seq) == s) {
+			fprintf(stderr, "# page %zu of %p: %ld bytes wrong\n",
+				k, p, bad);
+			atomic_fetch_add(&sh->bad, bad);
+		}
+	}
+}
+
+/* Bytes of the 2 MiB at @p that differ from kh_pattern(, @salt). */
+static long whole_bad(const uint8_t *p, int salt)
+{
+	return kh_bad_bytes(p, PMD_SIZE, salt);
+}
+
+/* Bytes of the file @fd's first 2 MiB that differ, read with pread(). */
+static long file_bad(int fd, int salt)
+{
+	uint8_t *buf = malloc(PMD_SIZE);
+	long bad;
+
+	if (!buf || pread(fd, buf, PMD_SIZE, 0) != (ssize_t)PMD_SIZE) {
+		free(buf);
+		return -1;
+	}
+	bad = whole_bad(buf, salt);
+	free(buf);
+	return bad;
+}
+
+/*
+ * The main loop of the shmem cases: split the THP by a punched page, then
+ * MADV_COLLAPSE of @col (the collapser's mapping): collapse_file(), then
+ * retract_page_tables() over every other mapping of the memfd, and
+ * collapse_pte_mapped_thp() where a THP is PTE-mapped.
+ */
+static void collapse_loop(struct shared *sh, int fd, char *col, int salt,
+			  struct counts *c)
+{
+	unsigned int seed = 7;
+	double t0 = now();
+
+	while (!race_over(t0, c->ok)) {
+		if (punch_refill(sh, fd, rand_r(&seed) % NR_PAGES, salt)) {
+			atomic_fetch_add(&sh->bad, 1);
+			break;
+		}
+		count(c, madvise(col, PMD_SIZE, MADV_COLLAPSE));
+		atomic_fetch_add(&sh->rounds, 1);
+	}
+}
+
+/* Settings a case changes, restored by the teardown. */
+static const char * const saved_paths[] = {
+	THP_SYSFS "enabled",
+	KHUGEPAGED_SYSFS "scan_sleep_millisecs",
+	KHUGEPAGED_SYSFS "alloc_sleep_millisecs",
+	KHUGEPAGED_SYSFS "pages_to_scan",
+};
+
+FIXTURE(races)
+{
+	char saved[ARRAY_SIZE(saved_paths)][64];
+	struct shared *sh;
+	pthread_t threads[4];
+	int nr_threads;
+	int fd, fd2;
+};
+
+FIXTURE_SETUP(races)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(saved_paths); i++) {
+		int fd = open(saved_paths[i], O_RDONLY);
+		ssize_t n = fd >= 0 ? read(fd, self->saved[i],
+					   sizeof(self->saved[i]) - 1) : -1;
+		char *b;
+
+		if (fd >= 0)
+			close(fd);
+		ASSERT_GT(n, 0);
+		self->saved[i][n] = 0;
+		/* "always [madvise] never" -> "madvise" */
+		b = strchr(self->saved[i], '[');
+		if (b) {
+			memmove(self->saved[i], b + 1, strlen(b));
+			*strchr(self->saved[i], ']') = 0;
+		}
+	}
+	/* Faults map small pages: every collapse is the test's. */
+	ASSERT_EQ(0, write_str(THP_SYSFS "enabled", "madvise", false));
+	self->sh = shared_new();
+	ASSERT_NE(NULL, self->sh);
+	self->nr_threads = 0;
+	self->fd = self->fd2 = -1;
+}
+
+/* Stops and joins the helper threads. */
+static void stop_threads(struct _test_data_races *self)
+{
+	atomic_store(&self->sh->stop, true);
+	while (self->nr_threads)
+		pthread_join(self->threads[--self->nr_threads], NULL);
+}
+
+FIXTURE_TEARDOWN(races)
+{
+	stop_threads(self);
+	for (size_t i = 0; i < ARRAY_SIZE(saved_paths); i++)
+		write_str(saved_paths[i], self->saved[i], false);
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->fd2 >= 0)
+		close(self->fd2);
+}
+
+static int start(struct _test_data_races *self, void *(*fn)(void *),
+		 void *arg)
+{
+	if (self->nr_threads == ARRAY_SIZE(self->threads))
+		return -1;
+	return pthread_create(&self->threads[self->nr_threads++], NULL, fn, arg);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct mover {
+	struct shared *sh;
+	char *a, *b, *cur;
+	int salt;
+};
+
+/*
+ * Moves a PTE-mapped mapping of the memfd between two PMD-aligned slots:
+ * move_normal_pmd() moves its whole page table, under the mmap write lock
+ * and the PMD locks but not the i_mmap lock retract_page_tables() walks.
+ */
+static void *mover(void *arg)
+{
+	struct mover *m = arg;
+	unsigned int seed = 3;
+
+	while (!atomic_load(&m->sh->stop)) {
+		char *to = m->cur == m->a ? m->b : m->a;
+
+		if (mremap(m->cur, PMD_SIZE, PMD_SIZE,
+			   MREMAP_MAYMOVE | MREMAP_FIXED, to) == MAP_FAILED) {
+			fprintf(stderr, "# mremap: %s\n", strerror(errno));
+			atomic_fetch_add(&m->sh->bad, 1);
+			break;
+		}
+		m->cur = to;
+		/* A populated table again for the next move. */
+		touch(m->cur, PMD_SIZE);
+		check_sample(m->sh, (uint8_t *)m->cur, m->salt, 4, &seed);
+		atomic_fetch_add(&m->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * CVE-2024-50066 (6fa1066fc5d0, "mm: fix move_normal_pmd/retract_page_tables
+ * race"): mremap() moved a PTE table while MADV_COLLAPSE of another mapping
+ * of the same memfd retracted it; the moved table was freed under the new
+ * mapping (KASAN, or page_table_check and data).
+ */
+TEST_F_TIMEOUT(races, mremap_retract, TIMEOUT)
+{
+	struct mover m = { .sh = self->sh, .salt = 1 };
+	struct counts c = { 0 };
+	char *col, *slots;
+
+	self->fd = shmem_fd(m.salt);
+	ASSERT_GE(self->fd, 0);
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, col);
+	/* Two slots, reserved so that nothing else lands there. */
+	slots = aligned_map(2 * PMD_SIZE, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	ASSERT_NE(NULL, slots);
+	m.a = slots;
+	m.b = slots + PMD_SIZE;
+	ASSERT_EQ(m.a, mmap(m.a, PMD_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED,
+			    self->fd, 0));
+	m.cur = m.a;
+	touch(m.cur, PMD_SIZE);
+	ASSERT_EQ(0, start(self, mover, &m));
+
+	collapse_loop(self->sh, self->fd, col, m.salt, &c);
+	stop_threads(self);
+	print_counts("mremap_retract", &c);
+	fprintf(stderr, "# %ld mremaps\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_GE(atomic_load(&self->sh->ops), MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, m.salt));
+	EXPECT_EQ(0, whole_bad((uint8_t *)m.cur, m.salt));
+	EXPECT_EQ(0, file_bad(self->fd, m.salt));
+}
+
+/* ------------------------------------------------------------------ */
+
+struct forker {
+	struct shared *sh;
+	int fd, salt;
+};
+
+/* Maps the memfd, faults it in (a page table to retract), checks a sample. */
+static char *mapper_map(struct forker *f, unsigned int seed)
+{
+	char *p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, f->fd);
+
+	if (!p)
+		_exit(2);
+	touch(p, PMD_SIZE);
+	check_sample(f->sh, (uint8_t *)p, f->salt, 8, &seed);
+	return p;
+}
+
+/*
+ * A child mapping the memfd, which then does one of: exit at once
+ * (exit_mmap() racing the retraction), munmap() first, or fork a
+ * grandchild that maps it too and exits.
+ */
+static void __attribute__((noreturn)) mapper_child(struct forker *f,
+						   unsigned int seed)
+{
+	char *p = mapper_map(f, seed);
+	pid_t pid;
+	int status;
+
+	switch (rand_r(&seed) % 3) {
+	case 1:
+		munmap(p, PMD_SIZE);
+		break;
+	case 2:
+		pid = fork();
+		if (pid == 0) {
+			mapper_map(f, seed + 1);
+			_exit(0);
+		}
+		if (pid < 0 || waitpid(pid, &status, 0) != pid || status)
+			_exit(3);
+		break;
+	}
+	_exit(0);
+}
+
+static void *forker(void *arg)
+{
+	struct forker *f = arg;
+	unsigned int seed = 5;
+
+	while (!atomic_load(&f->sh->stop)) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0)
+			mapper_child(f, rand_r(&seed));
+		if (pid < 0 || waitpid(pid, &status, 0) != pid || status) {
+			fprintf(stderr, "# mapper child: status %#x\n",
+				pid < 0 ? -1 : status);
+			atomic_fetch_add(&f->sh->bad, 1);
+		}
+		atomic_fetch_add(&f->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * exit_mmap(), munmap() and fork()+exit of processes mapping the memfd,
+ * racing retract_page_tables() (which walks their VMAs under the i_mmap
+ * lock only, and checks hpage_collapse_test_exit()) and
+ * collapse_pte_mapped_thp(). Two forkers, so two mappers at a time.
+ */
+TEST_F_TIMEOUT(races, mapper_exit_retract, TIMEOUT)
+{
+	struct forker f = { .sh = self->sh, .salt = 2 };
+	struct counts c = { 0 };
+	char *col;
+
+	self->fd = f.fd = shmem_fd(f.salt);
+	ASSERT_GE(self->fd, 0);
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, col);
+	ASSERT_EQ(0, start(self, forker, &f));
+	ASSERT_EQ(0, start(self, forker, &f));
+
+	collapse_loop(self->sh, self->fd, col, f.salt, &c);
+	stop_threads(self);
+	print_counts("mapper_exit_retract", &c);
+	fprintf(stderr, "# %ld mapper processes\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_GE(atomic_load(&self->sh->ops), MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, f.salt));
+	EXPECT_EQ(0, file_bad(self->fd, f.salt));
+}
+
+/* ------------------------------------------------------------------ */
+
+struct anon_child {
+	struct shared *sh;
+	uint8_t *p;
+	atomic_bool stop;
+};
+
+/* MADV_COLLAPSE of the child's second 2 MiB, until the child goes. */
+static void *anon_collapser(void *arg)
+{
+	struct anon_child *a = arg;
+
+	while (!atomic_load(&a->stop)) {
+		int ret = madvise(a->p + PMD_SIZE, PMD_SIZE, MADV_COLLAPSE);
+
+		if (!ret) {
+			atomic_fetch_add(&a->sh->ok, 1);
+			/* Split it again: the next collapse copies PTEs. */
+			mprotect(a->p + PMD_SIZE, KH_PAGE, PROT_READ);
+			mprotect(a->p + PMD_SIZE, KH_PAGE, PROT_READ | PROT_WRITE);
+		} else if (errno != EAGAIN && errno != EINVAL && errno != ENOMEM) {
+			atomic_store(&a->sh->bad_errno, errno);
+			atomic_fetch_add(&a->sh->bad, 1);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A child with 4 MiB of anonymous memory of small pages, MADV_HUGEPAGE (so
+ * khugepaged scans it, with no sleep between scans), and a thread running
+ * MADV_COLLAPSE on the second half. It checks its data after a random
+ * while, then munmaps the half being collapsed, or forks, or neither, and
+ * exits with the collapse thread still running: exit_mmap() and munmap()
+ * race collapse_huge_page() from both callers.
+ */
+static void anon_child(struct shared *sh, unsigned int seed)
+{
+	const int salt = seed;
+	size_t len = 2 * PMD_SIZE;
+	struct anon_child a = { .sh = sh };
+	pthread_t t;
+	pid_t pid;
+	long bad;
+
+	a.p = (uint8_t *)aligned_map(len, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	if (!a.p || madvise(a.p, len, MADV_NOHUGEPAGE))
+		_exit(2);
+	for (size_t i = 0; i < len; i++)
+		a.p[i] = kh_pattern(i, salt);
+	if (madvise(a.p, len, MADV_HUGEPAGE) ||
+	    pthread_create(&t, NULL, anon_collapser, &a))
+		_exit(2);
+	usleep(rand_r(&seed) % 100000);
+	bad = kh_bad_bytes(a.p, len, salt);
+	switch (rand_r(&seed) % 3) {
+	case 0:
+		munmap(a.p + PMD_SIZE, PMD_SIZE);
+		break;
+	case 1:
+		pid = fork();
+		if (pid == 0)
+			_exit(kh_bad_bytes(a.p, PMD_SIZE, salt) ? 1 : 0);
+		if (pid < 0 || waitpid(pid, NULL, 0) != pid)
+			_exit(2);
+		break;
+	}
+	if (bad)
+		fprintf(stderr, "# anon child: %ld bytes wrong\n", bad);
+	_exit(bad ? 1 : 0);
+}
+
+static void *anon_forker(void *arg)
+{
+	struct shared *sh = arg;
+	unsigned int seed = (unsigned int)(uintptr_t)&seed;
+
+	while (!atomic_load(&sh->stop)) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0)
+			anon_child(sh, rand_r(&seed));
+		if (pid < 0 || waitpid(pid, &status, 0) != pid || status) {
+			fprintf(stderr, "# anon child: status %#x\n",
+				pid < 0 ? -1 : status);
+			atomic_fetch_add(&sh->bad, 1);
+		}
+		atomic_fetch_add(&sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Processes exiting, unmapping and forking while their anonymous memory is
+ * collapsed by khugepaged (scan_sleep_millisecs=0) and by MADV_COLLAPSE
+ * threads: collapse_huge_page() drops and retakes the mmap lock, and must
+ * find an exiting mm or a vanished VMA on revalidation; the anon_vma,
+ * rmap and isolation must be undone or completed, never leaked.
+ */
+TEST_F_TIMEOUT(races, anon_exit_collapse, TIMEOUT)
+{
+	long collapsed0 = read_num(KHUGEPAGED_SYSFS "pages_collapsed"), isolated;
+	double t0 = now();
+
+	ASSERT_EQ(0, write_str(KHUGEPAGED_SYSFS "scan_sleep_millisecs", "0", false));
+	ASSERT_EQ(0, write_str(KHUGEPAGED_SYSFS "alloc_sleep_millisecs", "0", false));
+	ASSERT_EQ(0, start(self, anon_forker, self->sh));
+	ASSERT_EQ(0, start(self, anon_forker, self->sh));
+	while (!race_over(t0, atomic_load(&self->sh->ok)))
+		usleep(20000);
+	stop_threads(self);
+	fprintf(stderr, "# %ld children, %ld MADV_COLLAPSE ok, khugepaged collapsed %ld\n",
+		atomic_load(&self->sh->ops), atomic_load(&self->sh->ok),
+		read_num(KHUGEPAGED_SYSFS "pages_collapsed") - collapsed0);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad)) {
+		TH_LOG("errno %s", strerror(atomic_load(&self->sh->bad_errno)));
+	}
+	EXPECT_GE(atomic_load(&self->sh->ok), MIN_OK);
+	/* Nothing left isolated from the LRU (a leaked isolation stays). */
+	isolated = vmstat_settled("nr_isolated_anon", 127);
+	EXPECT_LT(isolated, 128);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct walker {
+	struct shared *sh;
+	int fd, salt;
+	char *p;	/* this walker's own mapping (the CoW one makes its own) */
+	char *slot;
+};
+
+/* MADV_PAGEOUT of a shared mapping: reclaim's rmap walk, shmem to zram. */
+static void *pageout_walker(void *arg)
+{
+	struct walker *w = arg;
+	unsigned int seed = 11;
+
+	while (!atomic_load(&w->sh->stop)) {
+		touch(w->p, PMD_SIZE);
+		if (madvise(w->p, PMD_SIZE, MADV_PAGEOUT))
+			atomic_fetch_add(&w->sh->bad, 1);
+		check_sample(w->sh, (uint8_t *)w->p, w->salt, 4, &seed);
+		atomic_fetch_add(&w->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/* Page migration between the two nodes: migration's rmap walk. */
+static void *migrate_walker(void *arg)
+{
+	struct walker *w = arg;
+	unsigned int seed = 13;
+	void *pages[16];
+	int nodes[16], status[16];
+
+	while (!atomic_load(&w->sh->stop)) {
+		touch(w->p, PMD_SIZE);
+		for (int i = 0; i < 16; i++) {
+			pages[i] = w->p + (rand_r(&seed) % NR_PAGES) * KH_PAGE;
+			nodes[i] = rand_r(&seed) & 1;
+		}
+		/* Per-page failures (busy, already there) are fine. */
+		if (syscall(__NR_move_pages, 0, 16, pages, nodes, status,
+			    MPOL_MF_MOVE_ALL) < 0 && errno != EBUSY &&
+		    errno != ENOENT && errno != ENOMEM) {
+			fprintf(stderr, "# move_pages: %s\n", strerror(errno));
+			atomic_fetch_add(&w->sh->bad, 1);
+		}
+		check_sample(w->sh, (uint8_t *)w->p, w->salt, 4, &seed);
+		atomic_fetch_add(&w->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * A MAP_PRIVATE mapping, made again and again: faulted in (a table), then
+ * a CoW write creates its anon_vma while retract_page_tables() may be
+ * looking at the VMA; the written page must keep what was written.
+ */
+static void *cow_walker(void *arg)
+{
+	struct walker *w = arg;
+	unsigned int seed = 17;
+
+	while (!atomic_load(&w->sh->stop)) {
+		uint8_t *p = mmap(w->slot, PMD_SIZE, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_FIXED, w->fd, 0);
+		size_t k = rand_r(&seed) % NR_PAGES;
+		uint8_t v = 0x80 | (rand_r(&seed) & 0x7f);
+		long bad = 0;
+
+		if (p == MAP_FAILED) {
+			atomic_fetch_add(&w->sh->bad, 1);
+			break;
+		}
+		touch((char *)p, PMD_SIZE);
+		sched_yield();
+		memset(p + k * KH_PAGE, v, KH_PAGE);
+		sched_yield();
+		for (size_t j = 0; j < KH_PAGE; j++)
+			bad += p[k * KH_PAGE + j] != v;
+		if (bad) {
+			fprintf(stderr, "# CoW page lost %ld bytes\n", bad);
+			atomic_fetch_add(&w->sh->bad, bad);
+		}
+		/* Reserve the slot again (and drop the private copy). */
+		mmap(w->slot, PMD_SIZE, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		atomic_fetch_add(&w->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * 8d3c106e19e8 ("mm/khugepaged: take the right locks for page table
+ * retraction") and CVE-2023-52935 (023f47a8250c, "mm/khugepaged: fix
+ * ->anon_vma race"): rmap walkers (reclaim by MADV_PAGEOUT, migration
+ * between the NUMA nodes) and an anon_vma created by a CoW write, all
+ * racing the retraction of the tables they walk or fill.
+ */
+TEST_F_TIMEOUT(races, rmap_walkers_retract, TIMEOUT)
+{
+	struct walker out = { .sh = self->sh, .salt = 3 }, mig, cow;
+	struct counts c = { 0 };
+	char *col;
+
+	ASSERT_EQ(0, access("/sys/devices/system/node/node1", F_OK)) {
+		TH_LOG("needs two NUMA nodes (numa=fake=2)");
+	}
+	self->fd = out.fd = shmem_fd(out.salt);
+	ASSERT_GE(self->fd, 0);
+	mig = cow = out;
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	out.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	mig.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	cow.slot = aligned_map(PMD_SIZE, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	ASSERT_TRUE(col && out.p && mig.p && cow.slot);
+	ASSERT_EQ(0, start(self, pageout_walker, &out));
+	ASSERT_EQ(0, start(self, migrate_walker, &mig));
+	ASSERT_EQ(0, start(self, cow_walker, &cow));
+
+	collapse_loop(self->sh, self->fd, col, out.salt, &c);
+	stop_threads(self);
+	print_counts("rmap_walkers_retract", &c);
+	fprintf(stderr, "# %ld walker operations\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, out.salt));
+	EXPECT_EQ(0, whole_bad((uint8_t *)out.p, out.salt));
+	EXPECT_EQ(0, whole_bad((uint8_t *)mig.p, out.salt));
+	EXPECT_EQ(0, file_bad(self->fd, out.salt));
+}
+
+/* ------------------------------------------------------------------ */
+
+/* How many of the 512 pages of @p have pagemap's uffd-wp bit; -1 on error. */
+static long uffd_wp_pages(int pagemap, const char *p)
+{
+	uint64_t ents[NR_PAGES];
+	long n = 0;
+
+	if (pread(pagemap, ents, sizeof(ents),
+		  (uintptr_t)p / KH_PAGE * sizeof(uint64_t)) != sizeof(ents))
+		return -1;
+	for (size_t k = 0; k < NR_PAGES; k++)
+		n += !!(ents[k] & PM_UFFD_WP);
+	return n;
+}
+
+struct wp {
+	struct shared *sh;
+	int fd, salt, pagemap;
+	char *slot;
+	struct counts c;
+};
+
+/*
+ * Maps the memfd, faults it in, registers it for uffd-wp and
+ * write-protects every page (PTE markers where a page is not mapped), while
+ * the main loop retracts: then every page must keep its uffd-wp bit for a
+ * few collapse rounds, including through its own MADV_COLLAPSE (which
+ * must keep the table: SCAN_PTE_UFFD_WP).
+ */
+static void *wp_walker(void *arg)
+{
+	struct wp *w = arg;
+	struct uffdio_writeprotect wp = {
+		.range = { .start = (uintptr_t)w->slot, .len = PMD_SIZE },
+		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+
+	while (!atomic_load(&w->sh->stop)) {
+		char *p = mmap(w->slot, PMD_SIZE, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_FIXED, w->fd, 0);
+		long rounds, n;
+		int uffd;
+
+		if (p == MAP_FAILED) {
+			atomic_fetch_add(&w->sh->bad, 1);
+			break;
+		}
+		touch(p, PMD_SIZE);
+		uffd = kh_uffd_register(p, PMD_SIZE, UFFD_FEATURE_WP_ASYNC |
+					UFFD_FEATURE_WP_UNPOPULATED,
+					UFFDIO_REGISTER_MODE_WP);
+		if (uffd < 0 || ioctl(uffd, UFFDIO_WRITEPROTECT, &wp)) {
+			fprintf(stderr, "# uffd-wp: %s\n", strerror(errno));
+			atomic_fetch_add(&w->sh->bad, 1);
+			break;
+		}
+		rounds = atomic_load(&w->sh->rounds);
+		for (int i = 0; i < 3 && !atomic_load(&w->sh->stop); i++) {
+			while (atomic_load(&w->sh->rounds) == rounds &&
+			       !atomic_load(&w->sh->stop))
+				sched_yield();
+			rounds = atomic_load(&w->sh->rounds);
+			n = uffd_wp_pages(w->pagemap, p);
+			if (n != (long)NR_PAGES) {
+				fprintf(stderr, "# %ld of %lu pages uffd-wp\n",
+					n, NR_PAGES);
+				atomic_fetch_add(&w->sh->bad, 1);
+			}
+			if (i == 1)
+				count(&w->c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		}
+		close(uffd);
+		mmap(w->slot, PMD_SIZE, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		atomic_fetch_add(&w->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * uffd-wp markers live in the PTE table: retract_page_tables() skips a
+ * uffd-wp VMA and checks again under the PTE lock (a registration may race
+ * it without the mmap lock), and collapse_pte_mapped_thp() refuses one
+ * (SCAN_PTE_UFFD_WP). A marker lost shows as a page without pagemap bit 57.
+ */
+TEST_F_TIMEOUT(races, uffd_wp_retract, TIMEOUT)
+{
+	struct wp w = { .sh = self->sh, .salt = 4 };
+	struct counts c = { 0 };
+	char *col;
+
+	self->fd = w.fd = shmem_fd(w.salt);
+	ASSERT_GE(self->fd, 0);
+	self->fd2 = w.pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(w.pagemap, 0);
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	w.slot = aligned_map(PMD_SIZE, PROT_NONE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	ASSERT_TRUE(col && w.slot);
+	ASSERT_EQ(0, start(self, wp_walker, &w));
+
+	collapse_loop(self->sh, self->fd, col, w.salt, &c);
+	stop_threads(self);
+	print_counts("uffd_wp_retract", &c);
+	print_counts("uffd_wp_retract (uffd-wp VMA)", &w.c);
+	fprintf(stderr, "# %ld registrations\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	/* The uffd-wp VMA itself is never PMD-mapped: SCAN_PTE_UFFD_WP. */
+	EXPECT_EQ(0, w.c.ok);
+	EXPECT_EQ(0, disallowed(&w.c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_GE(atomic_load(&self->sh->ops), 1);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, w.salt));
+	EXPECT_EQ(0, file_bad(self->fd, w.salt));
+}
+
+/* ------------------------------------------------------------------ */
+
+struct gup {
+	struct shared *sh;
+	uint8_t *p;
+	int salt, pipe[2], direct;
+};
+
+/* vmsplice(): GUP-fast of the THP's pages, then read back through a pipe. */
+static void *vmsplice_walker(void *arg)
+{
+	struct gup *g = arg;
+	unsigned int seed = 19;
+	uint8_t buf[4 * KH_PAGE];
+
+	while (!atomic_load(&g->sh->stop)) {
+		size_t n = 1 + rand_r(&seed) % 4;
+		size_t k = rand_r(&seed) % (NR_PAGES - n + 1);
+		struct iovec iov = { g->p + k * KH_PAGE, n * KH_PAGE };
+		ssize_t left = vmsplice(g->pipe[1], &iov, 1, 0), got = 0;
+		long bad = 0;
+
+		if (left != (ssize_t)(n * KH_PAGE)) {
+			atomic_fetch_add(&g->sh->bad, 1);
+			break;
+		}
+		while (got < left) {
+			ssize_t r = read(g->pipe[0], buf + got, left - got);
+
+			if (r <= 0)
+				break;
+			got += r;
+		}
+		/* The pages' bytes never change. */
+		for (ssize_t j = 0; j < got; j++)
+			bad += buf[j] != kh_pattern(k * KH_PAGE + j, g->salt);
+		if (bad || got != left) {
+			fprintf(stderr, "# vmsplice: %ld bytes wrong\n", bad);
+			atomic_fetch_add(&g->sh->bad, 1);
+		}
+		atomic_fetch_add(&g->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/* O_DIRECT read of the same bytes into the THP: GUP-fast for writing. */
+static void *direct_walker(void *arg)
+{
+	struct gup *g = arg;
+	unsigned int seed = 23;
+
+	while (!atomic_load(&g->sh->stop)) {
+		size_t k = rand_r(&seed) % NR_PAGES;
+		ssize_t n = pread(g->direct, g->p + k * KH_PAGE, KH_PAGE,
+				  k * KH_PAGE);
+
+		/* EFAULT: the main loop's mprotect() made the page read-only. */
+		if (n != KH_PAGE && !(n < 0 && errno == EFAULT)) {
+			fprintf(stderr, "# O_DIRECT read: %s\n", strerror(errno));
+			atomic_fetch_add(&g->sh->bad, 1);
+			break;
+		}
+		atomic_fetch_add(&g->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * GUP-fast walks page tables with interrupts off and no lock, so a table
+ * that collapse_pte_mapped_thp() or retract_page_tables() removes must be
+ * freed after an RCU grace period (pte_free_defer()), never at once:
+ * vmsplice() and O_DIRECT reads into a PTE-mapped shmem THP while the main
+ * loop splits its PMD mapping (mprotect() of one page) and re-collapses it.
+ * An immediate free is a KASAN use-after-free.
+ */
+TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
+{
+	struct gup g = { .sh = self->sh, .salt = 5 };
+	struct counts c = { 0 };
+	double t0;
+
+	self->fd = shmem_fd(g.salt);
+	ASSERT_GE(self->fd, 0);
+	g.p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+				     MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, g.p);
+	ASSERT_EQ(0, kh_collapse(g.p, PMD_SIZE));
+	/* The same bytes on ext4, read with O_DIRECT into the THP. */
+	self->fd2 = ext4_fd(g.salt, "direct");
+	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", self->fd2);
+		g.direct = open(path, O_RDONLY | O_DIRECT);
+		ASSERT_GE(g.direct, 0);
+	}
+	ASSERT_EQ(0, pipe(g.pipe));
+	ASSERT_EQ(0, start(self, vmsplice_walker, &g));
+	ASSERT_EQ(0, start(self, direct_walker, &g));
+
+	t0 = now();
+	while (!race_over(t0, c.ok)) {
+		size_t k = rand() % NR_PAGES;
+
+		/* Split the PMD mapping, fault it back by PTEs, re-collapse. */
+		if (mprotect(g.p + k * KH_PAGE, KH_PAGE, PROT_READ) ||
+		    mprotect(g.p + k * KH_PAGE, KH_PAGE, PROT_READ | PROT_WRITE)) {
+			atomic_fetch_add(&self->sh->bad, 1);
+			break;
+		}
+		touch((char *)g.p, PMD_SIZE);
+		count(&c, madvise(g.p, PMD_SIZE, MADV_COLLAPSE));
+	}
+	stop_threads(self);
+	close(g.direct);
+	print_counts("gup_fast_recollapse", &c);
+	fprintf(stderr, "# %ld GUP-fast operations\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_EQ(0, whole_bad(g.p, g.salt));
+	EXPECT_EQ(0, file_bad(self->fd, g.salt));
+}
+
+/* ------------------------------------------------------------------ */
+
+struct collapser {
+	struct shared *sh;
+	char *p;
+	struct counts c;
+};
+
+static void *collapser(void *arg)
+{
+	struct collapser *k = arg;
+
+	while (!atomic_load(&k->sh->stop)) {
+		count(&k->c, madvise(k->p, PMD_SIZE, MADV_COLLAPSE));
+		sched_yield();
+	}
+	return NULL;
+}
+
+/*
+ * collapse_file() against write(), hole punching and truncation of the
+ * same shmem range: every operation lands in a model of the file (the
+ * byte each page must hold, 0 for a hole), and at the end every byte of
+ * the file, read and mapped, must match it. A write lost to a collapse
+ * that copied the old page, or a hole filled after truncation, fails.
+ */
+TEST_F_TIMEOUT(races, shmem_write_punch_truncate, TIMEOUT)
+{
+	struct collapser k = { .sh = self->sh };
+	static uint8_t model[NR_PAGES], buf[KH_PAGE];
+	unsigned int seed = 29;
+	double t0;
+	long bad = 0, ops = 0;
+
+	self->fd = memfd_create("khugepaged_races", 0);
+	ASSERT_GE(self->fd, 0);
+	ASSERT_EQ(0, ftruncate(self->fd, PMD_SIZE));
+	for (size_t i = 0; i < NR_PAGES; i++) {
+		model[i] = 1 + i % 255;
+		memset(buf, model[i], KH_PAGE);
+		ASSERT_EQ(KH_PAGE, pwrite(self->fd, buf, KH_PAGE, i * KH_PAGE));
+	}
+	k.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, k.p);
+	ASSERT_EQ(0, start(self, collapser, &k));
+
+	t0 = now();
+	while (!race_over(t0, k.c.ok)) {
+		size_t i = rand_r(&seed) % NR_PAGES;
+		int op = rand_r(&seed) % 16;
+
+		if (op < 9) {
+			model[i] = 1 + rand_r(&seed) % 255;
+			memset(buf, model[i], KH_PAGE);
+			ASSERT_EQ(KH_PAGE, pwrite(self->fd, buf, KH_PAGE,
+						  i * KH_PAGE));
+		} else if (op < 15) {
+			model[i] = 0;
+			ASSERT_EQ(0, fallocate(self->fd, FALLOC_FL_PUNCH_HOLE |
+					       FALLOC_FL_KEEP_SIZE,
+					       i * KH_PAGE, KH_PAGE));
+		} else {
+			memset(model + i, 0, NR_PAGES - i);
+			ASSERT_EQ(0, ftruncate(self->fd, i * KH_PAGE));
+			ASSERT_EQ(0, ftruncate(self->fd, PMD_SIZE));
+		}
+		/* Quiet now and then, for a collapse to get through. */
+		if (++ops % 32 == 0)
+			usleep(5000);
+	}
+	stop_threads(self);
+	print_counts("shmem_write_punch_truncate", &k.c);
+	fprintf(stderr, "# %ld writes, punches and truncations\n", ops);
+	for (size_t i = 0; i < NR_PAGES; i++) {
+		ASSERT_EQ(KH_PAGE, pread(self->fd, buf, KH_PAGE, i * KH_PAGE));
+		for (size_t j = 0; j < KH_PAGE; j++)
+			bad += buf[j] != model[i] ||
+			       (uint8_t)k.p[i * KH_PAGE + j] != model[i];
+	}
+	EXPECT_EQ(0, bad);
+	/* Truncation mid-collapse is SCAN_TRUNCATED, EINVAL. */
+	EXPECT_EQ(0, disallowed(&k.c, E_AGAIN | E_INVAL));
+	EXPECT_GE(k.c.ok, MIN_OK);
+}
+
+/* ------------------------------------------------------------------ */
+
+struct evictor {
+	struct shared *sh;
+	int fd;
+};
+
+/* Drops and rereads random parts of the file's page cache. */
+static void *evictor(void *arg)
+{
+	struct evictor *e = arg;
+	unsigned int seed = 31;
+	static uint8_t buf[64 * KH_PAGE];
+
+	while (!atomic_load(&e->sh->stop)) {
+		size_t n = 1 + rand_r(&seed) % 64;
+		size_t k = rand_r(&seed) % (NR_PAGES - n + 1);
+
+		posix_fadvise(e->fd, k * KH_PAGE, n * KH_PAGE, POSIX_FADV_DONTNEED);
+		if (pread(e->fd, buf, n * KH_PAGE, k * KH_PAGE) !=
+		    (ssize_t)(n * KH_PAGE)) {
+			atomic_fetch_add(&e->sh->bad, 1);
+			break;
+		}
+		for (size_t j = 0; j < n * KH_PAGE; j++) {
+			if (buf[j] != kh_pattern(k * KH_PAGE + j, 6)) {
+				atomic_fetch_add(&e->sh->bad, 1);
+				break;
+			}
+		}
+		/* Bursts: a collapse that meets none must get through too. */
+		if (atomic_fetch_add(&e->sh->ops, 1) % 4 == 3)
+			usleep(10000);
+	}
+	return NULL;
+}
+
+/*
+ * 595cf683519a ("mm/khugepaged: fix the hpage_collapse_scan_file()
+ * lockless walk"-class): the page cache's folios freed and read again
+ * (POSIX_FADV_DONTNEED, read()) while hpage_collapse_scan_file() walks them
+ * under RCU only and collapse_file() locks them, on ext4
+ * (READ_ONLY_THP_FOR_FS). Each round maps the file, collapses it, checks
+ * it, unmaps it and drops the THP.
+ */
+TEST_F_TIMEOUT(races, file_scan_evict, TIMEOUT)
+{
+	struct evictor e = { .sh = self->sh };
+	struct counts c = { 0 };
+	double t0;
+
+	self->fd = e.fd = ext4_fd(6, "evict");
+	ASSERT_GE(self->fd, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	ASSERT_EQ(0, start(self, evictor, &e));
+	t0 = now();
+	while (!race_over(t0, c.ok)) {
+		char *p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+
+		ASSERT_NE(NULL, p);
+		count(&c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		EXPECT_EQ(0, whole_bad((uint8_t *)p, 6));
+		munmap(p, PMD_SIZE);
+		posix_fadvise(self->fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+	}
+	stop_threads(self);
+	print_counts("file_scan_evict", &c);
+	fprintf(stderr, "# %ld evictions\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_EQ(0, file_bad(self->fd, 6));
+}
+
+/* ------------------------------------------------------------------ */
+
+/*
+ * f1897f2f08b2 (6.12.41): a MAP_PRIVATE mapping of /dev/zero is anonymous
+ * but keeps the pgoff of its mmap() offset. At an unaligned pgoff it must
+ * still collapse as anonymous memory, by MADV_COLLAPSE and by khugepaged,
+ * with its data.
+ */
+TEST_F_TIMEOUT(races, dev_zero_unaligned_pgoff, TIMEOUT)
+{
+	int fd = open("/dev/zero", O_RDWR);
+	char *hole = aligned_hole(2 * PMD_SIZE);
+	uint8_t *p;
+	long collapsed;
+
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(NULL, hole);
+	p = mmap(hole, 2 * PMD_SIZE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_FIXED, fd, 3 * KH_PAGE);
+	close(fd);
+	ASSERT_EQ(hole, (char *)p);
+	for (size_t i = 0; i < 2 * PMD_SIZE; i++)
+		p[i] = kh_pattern(i, 7);
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE)) {
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
+	}
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	/* And the second half by khugepaged, quickly. */
+	ASSERT_EQ(0, write_str(KHUGEPAGED_SYSFS "scan_sleep_millisecs", "0", false));
+	ASSERT_EQ(0, madvise(p + PMD_SIZE, PMD_SIZE, MADV_HUGEPAGE));
+	for (int i = 0; i < 500 && smaps_field(p + PMD_SIZE, "AnonHugePages:") < 2048; i++)
+		usleep(20000);
+	/* MADV_HUGEPAGE split the VMA: smaps has a line per half. */
+	collapsed = smaps_field(p + PMD_SIZE, "AnonHugePages:");
+	EXPECT_EQ(2048, collapsed);
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	EXPECT_EQ(0, kh_bad_bytes(p, 2 * PMD_SIZE, 7));
+	munmap(p, 2 * PMD_SIZE);
+}
+
+/* ------------------------------------------------------------------ */
+
+#define FAIL_PAGE_ALLOC	"/sys/kernel/debug/fail_page_alloc/"
+
+/* Page allocation failures of order 9 and up, for this task only. */
+static int fail_huge_allocs(bool on)
+{
+	static const char * const knobs[][2] = {
+		{ "task-filter", "Y" }, { "min-order", "9" },
+		{ "ignore-gfp-wait", "N" }, { "ignore-gfp-highmem", "N" },
+		{ "verbose", "0" }, { "interval", "1" }, { "times", "-1" },
+		{ "space", "0" }, { "probability", "100" },
+	};
+	char path[128];
+
+	if (!on)
+		return write_str("/proc/self/make-it-fail", "0", false) |
+		       write_str(FAIL_PAGE_ALLOC "probability", "0", false);
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		snprintf(path, sizeof(path), FAIL_PAGE_ALLOC "%s", knobs[i][0]);
+		if (write_str(path, knobs[i][1], false))
+			return -1;
+	}
+	return write_str("/proc/self/make-it-fail", "1", false);
+}
+
+/*
+ * 2 MiB anonymous, small pages (THP "madvise", no MADV_HUGEPAGE: which also
+ * keeps khugepaged away from it), filled.
+ */
+static uint8_t *anon_small(int salt)
+{
+	uint8_t *p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+					    MAP_PRIVATE | MAP_ANONYMOUS, -1);
+
+	for (size_t i = 0; p && i < PMD_SIZE; i++)
+		p[i] = kh_pattern(i, salt);
+	return p;
+}
+
+/*
+ * fail_page_alloc on the huge page (SCAN_ALLOC_HUGE_PAGE_FAIL): ENOMEM for
+ * anonymous memory and shmem alike, the range still small pages with its
+ * data and nothing left isolated; once the injection stops, the same
+ * MADV_COLLAPSE succeeds.
+ */
+TEST_F_TIMEOUT(races, fail_huge_alloc, TIMEOUT)
+{
+	uint8_t *anon = anon_small(8), *shm;
+	int ret, err;
+
+	ASSERT_NE(NULL, anon);
+	self->fd = shmem_fd(8);
+	ASSERT_GE(self->fd, 0);
+	shm = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, shm);
+	touch((char *)shm, PMD_SIZE);
+
+	ASSERT_EQ(0, fail_huge_allocs(true));
+	ret = madvise(anon, PMD_SIZE, MADV_COLLAPSE);
+	err = errno;
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(ENOMEM, err) TH_LOG("anon: %s", strerror(err));
+	ret = madvise(shm, PMD_SIZE, MADV_COLLAPSE);
+	err = errno;
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(ENOMEM, err) TH_LOG("shmem: %s", strerror(err));
+	ASSERT_EQ(0, fail_huge_allocs(false));
+
+	EXPECT_EQ(0, smaps_field(anon, "AnonHugePages:"));
+	EXPECT_EQ(2048, smaps_field(anon, "Rss:"));
+	EXPECT_EQ(0, kh_bad_bytes(anon, PMD_SIZE, 8));
+	EXPECT_EQ(0, whole_bad(shm, 8));
+	EXPECT_LT(vmstat_settled("nr_isolated_anon", 127), 128);
+	EXPECT_EQ(0, kh_collapse(anon, PMD_SIZE));
+	EXPECT_EQ(0, kh_collapse(shm, PMD_SIZE));
+	EXPECT_EQ(2048, smaps_field(anon, "AnonHugePages:"));
+	EXPECT_EQ(0, kh_bad_bytes(anon, PMD_SIZE, 8));
+	EXPECT_EQ(0, whole_bad(shm, 8));
+}
+
+#define CGROUP		"/sys/fs/cgroup/"
+#define CG		CGROUP "khugepaged_races/"
+
+/* memory.stat's anon, file, kernel and percpu lines, on one line. */
+static void cg_stat(const char *when)
+{
+	char line[128], out[512] = "";
+	FILE *f = fopen(CG "memory.stat", "r");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "anon ", 5) && strncmp(line, "file ", 5) &&
+		    strncmp(line, "kernel ", 7) && strncmp(line, "percpu ", 7) &&
+		    strncmp(line, "pgscan ", 7) && strncmp(line, "pgsteal ", 8))
+			continue;
+		*strchr(line, '\n') = 0;
+		strncat(out, line, sizeof(out) - strlen(out) - 3);
+		strcat(out, ", ");
+	}
+	if (f)
+		fclose(f);
+	fprintf(stderr, "# memcg %s: %s\n", when, out);
+}
+
+static long cg_num(const char *file)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), CG "%s", file);
+	return read_num(path);
+}
+
+/*
+ * A memcg limit just above usage: the huge page's charge fails
+ * (SCAN_CGROUP_CHARGE_FAIL, EBUSY), the collapse is undone and the
+ * cgroup's usage is back where it was, the data intact; raised, the same
+ * collapse succeeds.
+ */
+TEST_F_TIMEOUT(races, memcg_charge_fail, TIMEOUT)
+{
+	char pid[32], max[32];
+	long before, after;
+	uint8_t *p;
+	int ret, err;
+
+	mkdir(CGROUP, 0755);
+	if (access(CGROUP "cgroup.controllers", F_OK))
+		ASSERT_EQ(0, mount("none", CGROUP, "cgroup2", 0, NULL));
+	ASSERT_EQ(0, write_str(CGROUP "cgroup.subtree_control", "+memory", false));
+	ASSERT_TRUE(mkdir(CG, 0755) == 0 || errno == EEXIST);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	ASSERT_EQ(0, write_str(CG "cgroup.procs", pid, false));
+	ASSERT_EQ(0, write_str(CG "memory.swap.max", "0", false));
+
+	p = anon_small(9);
+	ASSERT_NE(NULL, p);
+	/*
+	 * What reclaim can free first (it fails when it cannot free it
+	 * all): then only the unreclaimable is charged, and a limit 1 MiB
+	 * above it cannot take the 2 MiB the collapse charges.
+	 */
+	write_str(CG "memory.reclaim", "64M", false);
+	before = cg_num("memory.current");
+	cg_stat("before");
+	snprintf(max, sizeof(max), "%ld", before + (1L << 20));
+	ASSERT_EQ(0, write_str(CG "memory.max", max, false));
+	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
+	err = errno;
+	after = cg_num("memory.current");
+	cg_stat("after");
+	ASSERT_EQ(0, write_str(CG "memory.max", "max", false));
+
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EBUSY, err) TH_LOG("%s", strerror(err));
+	/*
+	 * Give or take the per-cpu charge caches (MEMCG_CHARGE_BATCH, 64
+	 * pages per CPU), which a failed charge drains.
+	 */
+	EXPECT_LE(labs(after - before),
+		  64 * KH_PAGE * sysconf(_SC_NPROCESSORS_ONLN)) {
+		TH_LOG("memory.current %ld before, %ld after", before, after);
+	}
+	EXPECT_EQ(0, smaps_field(p, "AnonHugePages:"));
+	EXPECT_EQ(0, kh_bad_bytes(p, PMD_SIZE, 9));
+	EXPECT_LT(vmstat_settled("nr_isolated_anon", 127), 128);
+	EXPECT_EQ(0, kh_collapse(p, PMD_SIZE));
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	EXPECT_EQ(0, kh_bad_bytes(p, PMD_SIZE, 9));
+	munmap(p, PMD_SIZE);
+	write_str(CGROUP "cgroup.procs", pid, false);
+	rmdir(CG);
+}
+
+TEST_HARNESS_MAIN

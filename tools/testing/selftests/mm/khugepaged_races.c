@@ -1040,6 +1040,151 @@ TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
 
 /* ------------------------------------------------------------------ */
 
+struct copier {
+	struct shared *sh;
+	uint8_t *priv;
+	int uffd, salt;
+	atomic_long go, end, done;	/* the round to copy in, its end, the last done */
+	atomic_bool copied[NR_PAGES];
+};
+
+/* UFFDIO_COPY of page @k's private data into the private mapping. */
+static int uffd_copy(struct copier *c, size_t k)
+{
+	uint8_t buf[KH_PAGE] __attribute__((aligned(4096)));
+	struct uffdio_copy copy = {
+		.dst = (uintptr_t)c->priv + k * KH_PAGE,
+		.src = (uintptr_t)buf,
+		.len = KH_PAGE,
+	};
+
+	page_pattern(buf, k, c->salt);
+	if (!ioctl(c->uffd, UFFDIO_COPY, &copy))
+		return 0;
+	return errno;
+}
+
+/*
+ * While the main loop's MADV_COLLAPSE of a round runs, UFFDIO_COPY into
+ * random pages of the private mapping, again and again: every page is
+ * mapped when the round starts, so a copy only lands in an entry that
+ * collapse_pte_mapped_thp() cleared; an anonymous PTE appears in the table
+ * without the mmap write lock and without the folio lock.
+ */
+static void *copier(void *arg)
+{
+	struct copier *c = arg;
+	unsigned int seed = 37;
+
+	while (!atomic_load(&c->sh->stop)) {
+		long round = atomic_load(&c->go);
+
+		if (round == atomic_load(&c->done)) {
+			sched_yield();
+			continue;
+		}
+		while (atomic_load(&c->end) != round) {
+			size_t k = rand_r(&seed) % NR_PAGES;
+			int err = uffd_copy(c, k);
+
+			if (!err) {
+				atomic_store(&c->copied[k], true);
+			} else if (err != EEXIST && err != EAGAIN) {
+				fprintf(stderr, "# UFFDIO_COPY: %s\n", strerror(err));
+				atomic_fetch_add(&c->sh->bad, 1);
+				break;
+			}
+		}
+		atomic_store(&c->done, round);
+	}
+	return NULL;
+}
+
+/*
+ * a98460494b16 ("mm/khugepaged: fix collapse_pte_mapped_thp() versus
+ * uffd"): userfaultfd's UFFDIO_COPY into a MAP_PRIVATE shmem mapping
+ * registered for MISSING faults inserts an as-if-CoWed anonymous PTE
+ * without looking at the page cache, so the folio lock does not keep it
+ * out of the table collapse_pte_mapped_thp() is clearing: for such a VMA
+ * it must hold the PTE lock from clearing the table to detaching it (it
+ * takes the PMD lock early). Each round makes the mapping PTE-mapped
+ * with an anon_vma (so retraction leaves it alone) and every page mapped,
+ * then collapses it with the copier at work; every page copied must then
+ * read its private data, every other page the file's.
+ */
+TEST_F_TIMEOUT(races, uffd_copy_private, TIMEOUT)
+{
+	static struct copier c;
+	struct counts cnt = { 0 };
+	char *col;
+	double t0;
+	long lost = 0, torn = 0, round = 0;
+
+	memset(&c, 0, sizeof(c));
+	c.sh = self->sh;
+	c.salt = 11;
+	self->fd = shmem_fd(10);
+	ASSERT_GE(self->fd, 0);
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, col);
+	ASSERT_EQ(0, kh_collapse(col, PMD_SIZE));
+	c.priv = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE, self->fd);
+	ASSERT_NE(NULL, c.priv);
+	self->fd2 = c.uffd = kh_uffd_register(c.priv, PMD_SIZE, 0,
+					      UFFDIO_REGISTER_MODE_MISSING);
+	ASSERT_GE(c.uffd, 0) TH_LOG("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(0, start(self, copier, &c));
+
+	t0 = now();
+	while (!race_over(t0, cnt.ok)) {
+		/* Nothing mapped; then a table (and an anon_vma) by page 0. */
+		ASSERT_EQ(0, madvise(c.priv, PMD_SIZE, MADV_DONTNEED));
+		for (size_t k = 0; k < NR_PAGES; k++)
+			atomic_store(&c.copied[k], false);
+		ASSERT_EQ(0, uffd_copy(&c, 0));
+		ASSERT_EQ(0, madvise(c.priv, KH_PAGE, MADV_DONTNEED));
+		/* Every page of the THP by PTEs; then the copier and collapse. */
+		touch((char *)c.priv, PMD_SIZE);
+		atomic_store(&c.go, ++round);
+		count(&cnt, madvise(c.priv, PMD_SIZE, MADV_COLLAPSE));
+		atomic_store(&c.end, round);
+		while (atomic_load(&c.done) != round && !atomic_load(&self->sh->bad))
+			sched_yield();
+		for (size_t k = 0; k < NR_PAGES; k++) {
+			const uint8_t *pg = c.priv + k * KH_PAGE;
+			long file = 0, mine = 0;
+
+			for (size_t j = 0; j < KH_PAGE; j++) {
+				file += pg[j] != kh_pattern(k * KH_PAGE + j, 10);
+				mine += pg[j] != kh_pattern(k * KH_PAGE + j, c.salt);
+			}
+			if (atomic_load(&c.copied[k]) ? mine : file) {
+				if (atomic_load(&c.copied[k]) && !file)
+					lost++;
+				else
+					torn++;
+				fprintf(stderr, "# round %ld page %zu: %s\n", round,
+					k, atomic_load(&c.copied[k]) && !file ?
+					"the copied page is gone" : "wrong bytes");
+			}
+		}
+		if (lost || torn)
+			break;
+	}
+	stop_threads(self);
+	print_counts("uffd_copy_private", &cnt);
+	EXPECT_EQ(0, lost);
+	EXPECT_EQ(0, torn);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&cnt, E_AGAIN | E_INVAL));
+	EXPECT_GE(cnt.ok, MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, 10));
+	EXPECT_EQ(0, file_bad(self->fd, 10));
+}
+
+/* ------------------------------------------------------------------ */
+
 struct collapser {
 	struct shared *sh;
 	char *p;

@@ -76,8 +76,10 @@ struct shared {
 	atomic_long bad;	/* wrong bytes seen, or failed operations */
 	atomic_long ok;		/* successful collapses by helpers */
 	atomic_long rounds;	/* collapse rounds of the main loop */
+	atomic_long collapsed;	/* and how many of them succeeded */
 	atomic_long ops;	/* operations of the helpers */
 	atomic_int bad_errno;	/* an errno no case accepts, if any */
+	atomic_bool hold;	/* the main loop collapses, but punches no page */
 };
 
 /* The results of one case's MADV_COLLAPSEs. */
@@ -279,11 +281,13 @@ static void collapse_loop(struct shared *sh, int fd, char *col, int salt,
 	double t0 = now();
 
 	while (!race_over(t0, c->ok)) {
-		if (punch_refill(sh, fd, rand_r(&seed) % NR_PAGES, salt)) {
+		if (!atomic_load(&sh->hold) &&
+		    punch_refill(sh, fd, rand_r(&seed) % NR_PAGES, salt)) {
 			atomic_fetch_add(&sh->bad, 1);
 			break;
 		}
 		count(c, madvise(col, PMD_SIZE, MADV_COLLAPSE));
+		atomic_store(&sh->collapsed, c->ok);
 		atomic_fetch_add(&sh->rounds, 1);
 	}
 }
@@ -541,8 +545,32 @@ TEST_F_TIMEOUT(races, mapper_exit_retract, TIMEOUT)
 struct anon_child {
 	struct shared *sh;
 	uint8_t *p;
-	atomic_bool stop;
+	int salt;
+	atomic_bool stop, stop_reading;
+	atomic_long bad;
 };
+
+/*
+ * Reads the half being collapsed, page after page: a fault while its table
+ * is detached must wait for the collapse (the VMA is write-locked against
+ * per-VMA-lock faults), never see zeroes or a stale page.
+ */
+static void *anon_reader(void *arg)
+{
+	struct anon_child *a = arg;
+	unsigned int seed = a->salt;
+
+	while (!atomic_load(&a->stop_reading)) {
+		size_t k = rand_r(&seed) % NR_PAGES;
+		const uint8_t *pg = a->p + PMD_SIZE + k * KH_PAGE;
+		long bad = 0;
+
+		for (size_t j = 0; j < KH_PAGE; j++)
+			bad += pg[j] != kh_pattern(PMD_SIZE + k * KH_PAGE + j, a->salt);
+		atomic_fetch_add(&a->bad, bad);
+	}
+	return NULL;
+}
 
 /* MADV_COLLAPSE of the child's second 2 MiB, until the child goes. */
 static void *anon_collapser(void *arg)
@@ -567,9 +595,10 @@ static void *anon_collapser(void *arg)
 
 /*
  * A child with 4 MiB of anonymous memory of small pages, MADV_HUGEPAGE (so
- * khugepaged scans it, with no sleep between scans), and a thread running
- * MADV_COLLAPSE on the second half. It checks its data after a random
- * while, then munmaps the half being collapsed, or forks, or neither, and
+ * khugepaged scans it, with no sleep between scans), a thread running
+ * MADV_COLLAPSE on the second half and one reading it. It checks its data
+ * after a random while, then munmaps the half being collapsed, or forks,
+ * or neither, and
  * exits with the collapse thread still running: exit_mmap() and munmap()
  * race collapse_huge_page() from both callers.
  */
@@ -577,8 +606,8 @@ static void anon_child(struct shared *sh, unsigned int seed)
 {
 	const int salt = seed;
 	size_t len = 2 * PMD_SIZE;
-	struct anon_child a = { .sh = sh };
-	pthread_t t;
+	struct anon_child a = { .sh = sh, .salt = salt };
+	pthread_t t, r;
 	pid_t pid;
 	long bad;
 
@@ -589,10 +618,13 @@ static void anon_child(struct shared *sh, unsigned int seed)
 	for (size_t i = 0; i < len; i++)
 		a.p[i] = kh_pattern(i, salt);
 	if (madvise(a.p, len, MADV_HUGEPAGE) ||
-	    pthread_create(&t, NULL, anon_collapser, &a))
+	    pthread_create(&t, NULL, anon_collapser, &a) ||
+	    pthread_create(&r, NULL, anon_reader, &a))
 		_exit(2);
 	usleep(rand_r(&seed) % 100000);
-	bad = kh_bad_bytes(a.p, len, salt);
+	atomic_store(&a.stop_reading, true);
+	pthread_join(r, NULL);
+	bad = kh_bad_bytes(a.p, len, salt) + atomic_load(&a.bad);
 	switch (rand_r(&seed) % 3) {
 	case 0:
 		munmap(a.p + PMD_SIZE, PMD_SIZE);
@@ -717,7 +749,9 @@ static void *migrate_walker(void *arg)
 /*
  * A MAP_PRIVATE mapping, made again and again: faulted in (a table), then
  * a CoW write creates its anon_vma while retract_page_tables() may be
- * looking at the VMA; the written page must keep what was written.
+ * looking at the VMA; through the next successful collapse (and its
+ * retraction), the written page must keep what was written, the others
+ * read the file.
  */
 static void *cow_walker(void *arg)
 {
@@ -729,7 +763,7 @@ static void *cow_walker(void *arg)
 				  MAP_PRIVATE | MAP_FIXED, w->fd, 0);
 		size_t k = rand_r(&seed) % NR_PAGES;
 		uint8_t v = 0x80 | (rand_r(&seed) & 0x7f);
-		long bad = 0;
+		long bad = 0, rounds;
 
 		if (p == MAP_FAILED) {
 			atomic_fetch_add(&w->sh->bad, 1);
@@ -738,7 +772,12 @@ static void *cow_walker(void *arg)
 		touch((char *)p, PMD_SIZE);
 		sched_yield();
 		memset(p + k * KH_PAGE, v, KH_PAGE);
-		sched_yield();
+		/* Through a successful collapse, with its anon PTE. */
+		rounds = atomic_load(&w->sh->collapsed);
+		while (atomic_load(&w->sh->collapsed) == rounds &&
+		       !atomic_load(&w->sh->stop))
+			usleep(1000);
+		check_sample(w->sh, p, w->salt, 4, &seed);
 		for (size_t j = 0; j < KH_PAGE; j++)
 			bad += p[k * KH_PAGE + j] != v;
 		if (bad) {
@@ -822,8 +861,9 @@ struct wp {
  * Maps the memfd, faults it in, registers it for uffd-wp and
  * write-protects every page (PTE markers where a page is not mapped), while
  * the main loop retracts: then every page must keep its uffd-wp bit for a
- * few collapse rounds, including through its own MADV_COLLAPSE (which
- * must keep the table: SCAN_PTE_UFFD_WP).
+ * few collapse rounds, and through MADV_COLLAPSE of this VMA with every
+ * entry present and the file a THP (which must keep the table:
+ * SCAN_PTE_UFFD_WP, EINVAL).
  */
 static void *wp_walker(void *arg)
 {
@@ -864,8 +904,25 @@ static void *wp_walker(void *arg)
 					n, NR_PAGES);
 				atomic_fetch_add(&w->sh->bad, 1);
 			}
-			if (i == 1)
-				count(&w->c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		}
+		/*
+		 * With the main loop holding off its punches: a collapse of
+		 * this VMA (the file becomes a THP, this VMA's entries
+		 * markers), a fault of every page (present entries again; a
+		 * fault on a marker keeps the bit), and a second collapse,
+		 * which finds the THP and no marker to stop it: only the uffd-wp
+		 * check keeps the table.
+		 */
+		atomic_store(&w->sh->hold, true);
+		madvise(p, PMD_SIZE, MADV_COLLAPSE);
+		touch(p, PMD_SIZE);
+		count(&w->c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		atomic_store(&w->sh->hold, false);
+		n = uffd_wp_pages(w->pagemap, p);
+		if (n != (long)NR_PAGES) {
+			fprintf(stderr, "# own collapse: %ld of %lu pages uffd-wp\n",
+				n, NR_PAGES);
+			atomic_fetch_add(&w->sh->bad, 1);
 		}
 		close(uffd);
 		mmap(w->slot, PMD_SIZE, PROT_NONE,
@@ -907,6 +964,7 @@ TEST_F_TIMEOUT(races, uffd_wp_retract, TIMEOUT)
 	/* The uffd-wp VMA itself is never PMD-mapped: SCAN_PTE_UFFD_WP. */
 	EXPECT_EQ(0, w.c.ok);
 	EXPECT_EQ(0, disallowed(&w.c, E_AGAIN | E_INVAL));
+	EXPECT_GE(w.c.inval, 1);
 	EXPECT_GE(c.ok, MIN_OK);
 	EXPECT_GE(atomic_load(&self->sh->ops), 1);
 	EXPECT_EQ(0, whole_bad((uint8_t *)col, w.salt));
@@ -1275,42 +1333,37 @@ struct evictor {
 	int fd;
 };
 
-/* Drops and rereads random parts of the file's page cache. */
+/*
+ * Drops random parts of the file's page cache. It reads nothing back: pages
+ * it read would sit in this CPU's LRU batch, where collapse_file() cannot
+ * isolate them (EAGAIN); the collapse reads them in itself.
+ */
 static void *evictor(void *arg)
 {
 	struct evictor *e = arg;
 	unsigned int seed = 31;
-	static uint8_t buf[64 * KH_PAGE];
 
 	while (!atomic_load(&e->sh->stop)) {
 		size_t n = 1 + rand_r(&seed) % 64;
 		size_t k = rand_r(&seed) % (NR_PAGES - n + 1);
 
-		posix_fadvise(e->fd, k * KH_PAGE, n * KH_PAGE, POSIX_FADV_DONTNEED);
-		if (pread(e->fd, buf, n * KH_PAGE, k * KH_PAGE) !=
-		    (ssize_t)(n * KH_PAGE)) {
+		if (posix_fadvise(e->fd, k * KH_PAGE, n * KH_PAGE,
+				  POSIX_FADV_DONTNEED)) {
 			atomic_fetch_add(&e->sh->bad, 1);
 			break;
 		}
-		for (size_t j = 0; j < n * KH_PAGE; j++) {
-			if (buf[j] != kh_pattern(k * KH_PAGE + j, 6)) {
-				atomic_fetch_add(&e->sh->bad, 1);
-				break;
-			}
-		}
-		/* Bursts: a collapse that meets none must get through too. */
-		if (atomic_fetch_add(&e->sh->ops, 1) % 4 == 3)
-			usleep(10000);
+		/* A pace at which some collapses still get through. */
+		usleep(500 + rand_r(&seed) % 2000);
+		atomic_fetch_add(&e->sh->ops, 1);
 	}
 	return NULL;
 }
 
 /*
- * 595cf683519a ("mm/khugepaged: fix the hpage_collapse_scan_file()
- * lockless walk"-class): the page cache's folios freed and read again
- * (POSIX_FADV_DONTNEED, read()) while hpage_collapse_scan_file() walks them
- * under RCU only and collapse_file() locks them, on ext4
- * (READ_ONLY_THP_FOR_FS). Each round maps the file, collapses it, checks
+ * 595cf683519a (folio split/free racing the file scan): the page cache's
+ * folios freed (POSIX_FADV_DONTNEED) while hpage_collapse_scan_file() walks
+ * them under RCU only and collapse_file() reads them in and locks them, on
+ * ext4 (READ_ONLY_THP_FOR_FS). Each round maps the file, collapses it, checks
  * it, unmaps it and drops the THP.
  */
 TEST_F_TIMEOUT(races, file_scan_evict, TIMEOUT)

@@ -178,6 +178,57 @@ def impl_stats(lines):
     return out
 
 
+def impl_results(lines):
+    """The @@IMPL_RESULTS block (<debugfs>/khugepaged/impl_results): the
+    result names, and {(impl, fn, result): count}."""
+    names, counts = [], {}
+    if "@@IMPL_RESULTS" not in lines:
+        return names, counts
+    for line in lines[lines.index("@@IMPL_RESULTS") + 1:]:
+        if line.startswith("@@"):
+            break
+        f = line.split()
+        if len(f) == 2 and f[0] == "result":
+            names.append(f[1])
+        elif len(f) == 4 and f[3].isdigit():
+            counts[(f[0], f[1], f[2])] = int(f[3])
+    return names, counts
+
+
+def coverage_report(results):
+    """Prints, per function that returns a scan result, how often each
+    result came back with C and with Rust on each arch (the whole boot),
+    the results one implementation reached and the other did not, and the
+    results neither reached."""
+    if not any(c for _, (_, c) in results.items()):
+        return
+    archs = list(results)
+    fns = ("collapse_pte_mapped_thp", "hpage_collapse_scan_file",
+           "hpage_collapse_scan_pmd", "collapse_huge_page")
+    print("Coverage: scan results each function returned, whole boot (c/rust), "
+          "from <debugfs>/khugepaged/impl_results:")
+    print(f"  {'function':<26}{'result':<32}" + "".join(f"{a:>16}" for a in archs))
+    for fn in fns:
+        names = []
+        for a in archs:
+            names += [n for n in results[a][0] if n not in names]
+        never, one_sided = [], []
+        for n in names:
+            got = [(results[a][1].get(("c", fn, n), 0), results[a][1].get(("rust", fn, n), 0))
+                   for a in archs]
+            if not any(c or r for c, r in got):
+                never.append(n)
+                continue
+            print(f"  {fn:<26}{n:<32}" + "".join(f"{f'{c}/{r}':>16}" for c, r in got))
+            for a, (c, r) in zip(archs, got):
+                if bool(c) != bool(r):
+                    one_sided.append(f"{n} ({a}: {'C' if c else 'Rust'} only)")
+        if one_sided:
+            print(f"  {fn}: reached by one implementation only: " + ", ".join(one_sided))
+        if never:
+            print(f"  {fn}: never returned: " + " ".join(never))
+
+
 # Rust functions that must be reached, per upstream suite run with
 # impl=rust: (suite prefix, function, which count, what it is).
 REACH = [
@@ -283,6 +334,7 @@ def test_report(pairs):
     cols = []                  # (arch, impl)
     cells = {}                 # (suite, arch, impl) -> text
     reach = {}                 # arch -> [(suite, {fn: (first, second)})]
+    scan_results = {}          # arch -> (result names, {(impl, fn, result): n})
 
     def fail(msg):
         nonlocal failed
@@ -423,6 +475,7 @@ def test_report(pairs):
             fail(p)
         stats = impl_stats(lines)
         notes += [f"{arch}: {s}" for s in stats]
+        scan_results[arch] = impl_results(lines)
         for fn, what, col in (("collapse_pte_mapped_thp", "calls", 2),
                               ("retract_page_tables", "page tables removed", 3),
                               ("hpage_collapse_scan_file", "calls", 2),
@@ -480,6 +533,7 @@ def test_report(pairs):
             vals = [got.get(fn, (0, 0))[1 if fn in ("retract_page_tables", "collapse_huge_page")
                                         else 0] for fn in fns]
             print(f"  {suite:<26}" + "".join(f"{v:>20}" for v in vals))
+    coverage_report(scan_results)
     if diffs:
         print("C/Rust differences:")
         for d in diffs:

@@ -65,6 +65,8 @@ main() {
 	echo "@@TAINT end=$(cat /proc/sys/kernel/tainted)"
 	echo "@@IMPL_STATS"
 	cat /sys/kernel/debug/khugepaged/impl_stats
+	echo "@@IMPL_RESULTS"
+	cat /sys/kernel/debug/khugepaged/impl_results
 	echo "@@END"
 }
 

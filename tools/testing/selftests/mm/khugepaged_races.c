@@ -32,6 +32,7 @@
 #include <linux/falloc.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -55,14 +56,14 @@
 #define MIN_OK		3	/* successful collapses a race needs */
 #define CAP_FACTOR	10	/* a case gives up after this many times its time */
 #define TIMEOUT		3600	/* the harness's per-case limit (make soak) */
-#define PM_UFFD_WP	(1ULL << 57)
-#define MPOL_MF_MOVE_ALL (1 << 2)
+#define PM_UFFD_WP	0x0200000000000000ULL	/* bit 57 */
+#define MPOL_MF_MOVE_ALL 4
 
 /* errno bits of the failures a case accepts from a racing MADV_COLLAPSE. */
-#define E_AGAIN		(1 << 0)
-#define E_INVAL		(1 << 1)
-#define E_BUSY		(1 << 2)
-#define E_NOMEM		(1 << 3)
+#define E_AGAIN		0x1
+#define E_INVAL		0x2
+#define E_BUSY		0x4
+#define E_NOMEM		0x8
 
 /*
  * What the threads and processes of a case share (MAP_SHARED, so that
@@ -129,11 +130,22 @@ static void count(struct counts *c, int ret)
 		return;
 	}
 	switch (errno) {
-	case EAGAIN: c->again++; break;
-	case EINVAL: c->inval++; break;
-	case EBUSY: c->busy++; break;
-	case ENOMEM: c->nomem++; break;
-	default: c->other++; c->other_errno = errno; break;
+	case EAGAIN:
+		c->again++;
+		break;
+	case EINVAL:
+		c->inval++;
+		break;
+	case EBUSY:
+		c->busy++;
+		break;
+	case ENOMEM:
+		c->nomem++;
+		break;
+	default:
+		c->other++;
+		c->other_errno = errno;
+		break;
 	}
 }
 
@@ -148,10 +160,11 @@ static long disallowed(const struct counts *c, int allowed)
 
 static void print_counts(const char *what, const struct counts *c)
 {
-	fprintf(stderr, "# %s: %ld MADV_COLLAPSE, %ld ok, EAGAIN %ld, EINVAL %ld, "
-		"EBUSY %ld, ENOMEM %ld, other %ld%s%s\n", what, c->rounds, c->ok,
-		c->again, c->inval, c->busy, c->nomem, c->other,
-		c->other ? " " : "", c->other ? strerror(c->other_errno) : "");
+	fprintf(stderr,
+		"# %s: %ld MADV_COLLAPSE, %ld ok, EAGAIN %ld, EINVAL %ld, EBUSY %ld, ENOMEM %ld, other %ld%s%s\n",
+		what, c->rounds, c->ok, c->again, c->inval, c->busy, c->nomem,
+		c->other, c->other ? " " : "",
+		c->other ? strerror(c->other_errno) : "");
 }
 
 /* The test data of page @k of a 2 MiB range, per @salt. */
@@ -333,7 +346,8 @@ FIXTURE_SETUP(races)
 	self->sh = shared_new();
 	ASSERT_NE(NULL, self->sh);
 	self->nr_threads = 0;
-	self->fd = self->fd2 = -1;
+	self->fd = -1;
+	self->fd2 = -1;
 }
 
 /* Stops and joins the helper threads. */
@@ -464,8 +478,7 @@ static char *mapper_map(struct forker *f, unsigned int seed)
  * (exit_mmap() racing the retraction), munmap() first, or fork a
  * grandchild that maps it too and exits.
  */
-static void __attribute__((noreturn)) mapper_child(struct forker *f,
-						   unsigned int seed)
+static void mapper_child(struct forker *f, unsigned int seed)
 {
 	char *p = mapper_map(f, seed);
 	pid_t pid;
@@ -521,7 +534,8 @@ TEST_F_TIMEOUT(races, mapper_exit_retract, TIMEOUT)
 	struct counts c = { 0 };
 	char *col;
 
-	self->fd = f.fd = shmem_fd(f.salt);
+	f.fd = shmem_fd(f.salt);
+	self->fd = f.fd;
 	ASSERT_GE(self->fd, 0);
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	ASSERT_NE(NULL, col);
@@ -808,9 +822,11 @@ TEST_F_TIMEOUT(races, rmap_walkers_retract, TIMEOUT)
 	ASSERT_EQ(0, access("/sys/devices/system/node/node1", F_OK)) {
 		TH_LOG("needs two NUMA nodes (numa=fake=2)");
 	}
-	self->fd = out.fd = shmem_fd(out.salt);
+	out.fd = shmem_fd(out.salt);
+	self->fd = out.fd;
 	ASSERT_GE(self->fd, 0);
-	mig = cow = out;
+	mig = out;
+	cow = out;
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	out.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	mig.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
@@ -944,9 +960,11 @@ TEST_F_TIMEOUT(races, uffd_wp_retract, TIMEOUT)
 	struct counts c = { 0 };
 	char *col;
 
-	self->fd = w.fd = shmem_fd(w.salt);
+	w.fd = shmem_fd(w.salt);
+	self->fd = w.fd;
 	ASSERT_GE(self->fd, 0);
-	self->fd2 = w.pagemap = open("/proc/self/pagemap", O_RDONLY);
+	w.pagemap = open("/proc/self/pagemap", O_RDONLY);
+	self->fd2 = w.pagemap;
 	ASSERT_GE(w.pagemap, 0);
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	w.slot = aligned_map(PMD_SIZE, PROT_NONE,
@@ -1103,13 +1121,13 @@ struct copier {
 	uint8_t *priv;
 	int uffd, salt;
 	atomic_long go, end, done;	/* the round to copy in, its end, the last done */
+	uint8_t *src[2];	/* a source page each for the main loop, the copier */
 	atomic_bool copied[NR_PAGES];
 };
 
 /* UFFDIO_COPY of page @k's private data into the private mapping. */
-static int uffd_copy(struct copier *c, size_t k)
+static int uffd_copy(struct copier *c, size_t k, uint8_t *buf)
 {
-	uint8_t buf[KH_PAGE] __attribute__((aligned(4096)));
 	struct uffdio_copy copy = {
 		.dst = (uintptr_t)c->priv + k * KH_PAGE,
 		.src = (uintptr_t)buf,
@@ -1143,7 +1161,7 @@ static void *copier(void *arg)
 		}
 		while (atomic_load(&c->end) != round) {
 			size_t k = rand_r(&seed) % NR_PAGES;
-			int err = uffd_copy(c, k);
+			int err = uffd_copy(c, k, c->src[1]);
 
 			if (!err) {
 				atomic_store(&c->copied[k], true);
@@ -1179,6 +1197,9 @@ TEST_F_TIMEOUT(races, uffd_copy_private, TIMEOUT)
 	long lost = 0, torn = 0, round = 0;
 
 	memset(&c, 0, sizeof(c));
+	c.src[0] = aligned_alloc(KH_PAGE, KH_PAGE);
+	c.src[1] = aligned_alloc(KH_PAGE, KH_PAGE);
+	ASSERT_TRUE(c.src[0] && c.src[1]);
 	c.sh = self->sh;
 	c.salt = 11;
 	self->fd = shmem_fd(10);
@@ -1189,8 +1210,9 @@ TEST_F_TIMEOUT(races, uffd_copy_private, TIMEOUT)
 	c.priv = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
 					MAP_PRIVATE, self->fd);
 	ASSERT_NE(NULL, c.priv);
-	self->fd2 = c.uffd = kh_uffd_register(c.priv, PMD_SIZE, 0,
-					      UFFDIO_REGISTER_MODE_MISSING);
+	c.uffd = kh_uffd_register(c.priv, PMD_SIZE, 0,
+				  UFFDIO_REGISTER_MODE_MISSING);
+	self->fd2 = c.uffd;
 	ASSERT_GE(c.uffd, 0) TH_LOG("userfaultfd: %s", strerror(errno));
 	ASSERT_EQ(0, start(self, copier, &c));
 
@@ -1200,7 +1222,7 @@ TEST_F_TIMEOUT(races, uffd_copy_private, TIMEOUT)
 		ASSERT_EQ(0, madvise(c.priv, PMD_SIZE, MADV_DONTNEED));
 		for (size_t k = 0; k < NR_PAGES; k++)
 			atomic_store(&c.copied[k], false);
-		ASSERT_EQ(0, uffd_copy(&c, 0));
+		ASSERT_EQ(0, uffd_copy(&c, 0, c.src[0]));
 		ASSERT_EQ(0, madvise(c.priv, KH_PAGE, MADV_DONTNEED));
 		/* Every page of the THP by PTEs; then the copier and collapse. */
 		touch((char *)c.priv, PMD_SIZE);
@@ -1372,7 +1394,8 @@ TEST_F_TIMEOUT(races, file_scan_evict, TIMEOUT)
 	struct counts c = { 0 };
 	double t0;
 
-	self->fd = e.fd = ext4_fd(6, "evict");
+	e.fd = ext4_fd(6, "evict");
+	self->fd = e.fd;
 	ASSERT_GE(self->fd, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
 	ASSERT_EQ(0, start(self, evictor, &e));
 	t0 = now();
@@ -1513,6 +1536,76 @@ TEST_F_TIMEOUT(races, fail_huge_alloc, TIMEOUT)
 	EXPECT_EQ(2048, smaps_field(anon, "AnonHugePages:"));
 	EXPECT_EQ(0, kh_bad_bytes(anon, PMD_SIZE, 8));
 	EXPECT_EQ(0, whole_bad(shm, 8));
+}
+
+#ifndef MADV_HWPOISON
+#define MADV_HWPOISON	100
+#endif
+
+static atomic_int sigbus_seen;
+
+static void on_sigbus(int sig)
+{
+	atomic_fetch_add(&sigbus_seen, 1);
+}
+
+/*
+ * MADV_HWPOISON of one page of an anonymous extent: memory_failure()
+ * replaces its PTE with a hwpoison entry (and sends this process SIGBUS).
+ * MADV_COLLAPSE must then refuse cleanly (the swap-in of the entry fails:
+ * EINVAL), leaving every other page mapped small with its data and nothing
+ * isolated. The kernel's "Memory failure: <pfn>:" lines for that pfn are
+ * announced to the report (@@EXPECT-KERNEL), which accepts those alone.
+ */
+TEST_F_TIMEOUT(races, hwpoison_refused, TIMEOUT)
+{
+	const size_t k = 100;
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	uint8_t *p = anon_small(12);
+	uint64_t ent = 0;
+	long bad = 0;
+	int pagemap, kmsg, ret, err, n;
+	char line[96];
+	long rss;
+
+	ASSERT_NE(NULL, p);
+	pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(pagemap, 0);
+	ASSERT_EQ(8, pread(pagemap, &ent, 8,
+			   (uintptr_t)(p + k * KH_PAGE) / KH_PAGE * 8));
+	close(pagemap);
+	ASSERT_TRUE(ent >> 63) TH_LOG("page %zu not present", k);
+	/*
+	 * Straight to the kernel log, not through the harness's output pipe:
+	 * the announcement must come before what it announces.
+	 */
+	n = snprintf(line, sizeof(line),
+		     "<6>@@EXPECT-KERNEL Memory failure: %#llx:\n",
+		     (unsigned long long)(ent & ((1ULL << 55) - 1)));
+	kmsg = open("/dev/kmsg", O_WRONLY);
+	ASSERT_GE(kmsg, 0);
+	ASSERT_EQ(n, write(kmsg, line, n)) TH_LOG("/dev/kmsg: %s", strerror(errno));
+	close(kmsg);
+	ASSERT_EQ(0, sigaction(SIGBUS, &sa, NULL));
+	ASSERT_EQ(0, madvise(p + k * KH_PAGE, KH_PAGE, MADV_HWPOISON)) {
+		TH_LOG("MADV_HWPOISON: %s", strerror(errno));
+	}
+
+	/* smaps counts the hwpoison entry's page in Rss. */
+	rss = smaps_field(p, "Rss:");
+	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
+	err = errno;
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EINVAL, err) TH_LOG("%s", strerror(err));
+	EXPECT_EQ(0, smaps_field(p, "AnonHugePages:"));
+	EXPECT_EQ(rss, smaps_field(p, "Rss:"));
+	for (size_t i = 0; i < PMD_SIZE; i++)
+		if (i / KH_PAGE != k)
+			bad += p[i] != kh_pattern(i, 12);
+	EXPECT_EQ(0, bad);
+	EXPECT_LT(vmstat_settled("nr_isolated_anon", 127), 128);
+	fprintf(stderr, "# SIGBUS %d time(s)\n", atomic_load(&sigbus_seen));
+	munmap(p, PMD_SIZE);
 }
 
 #define CGROUP		"/sys/fs/cgroup/"

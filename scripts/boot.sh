@@ -34,7 +34,8 @@ soak)	# For MINUTES: the race suite for half of them (a quarter per
 		run races /bin/khugepaged_races
 		if [ "\$impl" = c ]; then
 			impl=both run tester /bin/khugepaged-rs-tester --seed ${SEEDS:-1} \\
-				--minutes $TESTER_MINUTES --steps ${STEPS:-60}
+				--minutes $TESTER_MINUTES --steps ${STEPS:-60} \\
+				--concurrent-seeds ${SEEDS:-1} --threads 3 --concurrent-steps 600
 		fi
 		SOAK
 	} > "$JOBS"

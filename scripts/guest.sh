@@ -57,7 +57,8 @@ build khugepaged_bench "$SELF/mm/khugepaged_bench.c" "$SELF/mm/khugepaged_util.h
 TESTER=$TOP/tools/testing/selftests/mm/khugepaged-rs-tester
 RTARGET=$(sed 's/arm64/aarch64/' <<<"$ARCH")-unknown-linux-gnu
 if ! [ -x "$GUEST/bin/khugepaged-rs-tester" ] ||
-	[ "$TESTER/src/main.rs" -nt "$GUEST/bin/khugepaged-rs-tester" ]; then
+	[ "$(ls -t "$TESTER"/src/*.rs "$GUEST/bin/khugepaged-rs-tester" | head -1)" != \
+		"$GUEST/bin/khugepaged-rs-tester" ]; then
 	say "rustc khugepaged-rs-tester ($RTARGET)"
 	/usr/bin/rustc --edition 2021 -O -C strip=symbols -C target-feature=+crt-static \
 		--target "$RTARGET" ${CROSS:+-C linker=${CROSS}gcc} \

@@ -47,5 +47,6 @@ done
 # The differential tester switches the implementation itself (C, then Rust,
 # per seed): run it once, reported for both.
 if [ "$impl" = c ]; then
-	impl=both run tester /bin/khugepaged-rs-tester --seeds ${TESTER_SEEDS:-1,2,3} --steps 30
+	impl=both run tester /bin/khugepaged-rs-tester --seeds ${TESTER_SEEDS:-1,2,3} --steps 30 \
+		--concurrent-seeds ${TESTER_CONCURRENT_SEEDS:-1,2} --threads 3 --concurrent-steps 300
 fi

@@ -21,6 +21,8 @@
 //! Usage: `khugepaged-rs-tester [--seeds A,B,..|--seed N] [--steps S]
 //! [--dir EXT4_DIR] [--minutes M]`. Output is TAP, one test per seed.
 
+mod concurrent;
+
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
@@ -174,6 +176,15 @@ impl Ctx {
 
 /// Huge kB (anon, shmem, file PMD mappings) of the VMAs in `[base, base+len)`.
 fn huge_kb(base: *mut u8, len: usize) -> i64 {
+    smaps_sum(
+        base,
+        len,
+        &["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"],
+    )
+}
+
+/// The sum of the smaps `fields` (in kB) of the VMAs in `[base, base+len)`.
+fn smaps_sum(base: *mut u8, len: usize, fields: &[&str]) -> i64 {
     let (start, end) = (base as usize, base as usize + len);
     let smaps = fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut inside = false;
@@ -187,7 +198,7 @@ fn huge_kb(base: *mut u8, len: usize) -> i64 {
             }
         }
         if inside {
-            for f in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:"] {
+            for f in fields {
                 if let Some(v) = line.strip_prefix(f) {
                     kb += v
                         .trim()
@@ -522,33 +533,50 @@ fn run(ctx: &mut Ctx, steps: usize) {
     }
 }
 
+/// What a child runs for a seed.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The step-by-step sequence, `steps` long.
+    Serial { steps: usize },
+    /// `threads` threads of `steps` operations each (see `concurrent`).
+    Concurrent { steps: usize, threads: usize },
+}
+
+const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
 /// Runs `seed` with `imp` in a child; returns its record.
-fn run_child(
-    imp: &str,
-    seed: u64,
-    steps: usize,
-    dir: &Option<String>,
-    verbose: bool,
-) -> Vec<String> {
+fn run_child(imp: &str, seed: u64, mode: Mode, dir: &Option<String>, verbose: bool) -> Vec<String> {
     if !write_file(&format!("{SYSFS}impl"), imp) {
         return vec![format!("cannot select impl {imp}")];
     }
+    // The concurrent mode runs with khugepaged scanning, shmem included.
+    let concurrent = matches!(mode, Mode::Concurrent { .. });
+    let shmem_enabled = fs::read_to_string(SHMEM_ENABLED).unwrap_or_default();
+    if concurrent && !(write_file(ENABLED, "madvise") && write_file(SHMEM_ENABLED, "advise")) {
+        return vec!["cannot enable khugepaged".to_string()];
+    }
     let mut fds = [0; 2];
     // SAFETY: plain pipe + fork; the child only writes its record and exits.
-    unsafe {
+    let v = unsafe {
         pipe(fds.as_mut_ptr());
         let pid = fork();
         if pid == 0 {
             close(fds[0]);
-            let mut ctx = Ctx {
-                dir: dir.clone(),
-                seed,
-                out: Vec::new(),
-                verbose,
-                start: Instant::now(),
+            let out = match mode {
+                Mode::Serial { steps } => {
+                    let mut ctx = Ctx {
+                        dir: dir.clone(),
+                        seed,
+                        out: Vec::new(),
+                        verbose,
+                        start: Instant::now(),
+                    };
+                    run(&mut ctx, steps);
+                    ctx.out
+                }
+                Mode::Concurrent { steps, threads } => concurrent::run(dir, seed, steps, threads),
             };
-            run(&mut ctx, steps);
-            let text = ctx.out.join("\n");
+            let text = out.join("\n");
             write(fds[1], text.as_ptr().cast(), text.len());
             _exit(0);
         }
@@ -563,6 +591,87 @@ fn run_child(
             v.push(format!("child exited with status {st}"));
         }
         v
+    };
+    if concurrent {
+        // Stopping khugepaged waits for its thread to exit.
+        write_file(ENABLED, "never");
+        let old = shmem_enabled
+            .split('[')
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap_or("never");
+        write_file(SHMEM_ENABLED, old);
+    }
+    v
+}
+
+/// Why the records `c` and `r` of `seed` in `mode` fail, if they do.
+fn judge(seed: u64, mode: Mode, c: &[String], r: &[String]) -> Option<Vec<String>> {
+    match mode {
+        Mode::Serial { steps } => {
+            for k in 0..c.len().max(r.len()) {
+                let (a, b) = (c.get(k), r.get(k));
+                if a != b {
+                    return Some(vec![
+                        format!("seed {seed} diverges at record line {k}:"),
+                        format!("  c:    {}", a.cloned().unwrap_or_default()),
+                        format!("  rust: {}", b.cloned().unwrap_or_default()),
+                        format!(
+                            "replay: khugepaged-rs-tester --seed {seed} --steps {steps} --verbose"
+                        ),
+                    ]);
+                }
+            }
+            if c.len() != steps || r.len() != steps {
+                return Some(vec![
+                    format!(
+                        "c:    {}",
+                        c.last().map(String::as_str).unwrap_or("(nothing)")
+                    ),
+                    format!(
+                        "rust: {}",
+                        r.last().map(String::as_str).unwrap_or("(nothing)")
+                    ),
+                    format!("record incomplete (c {} r {} lines)", c.len(), r.len()),
+                ]);
+            }
+            None
+        }
+        Mode::Concurrent { steps, threads } => {
+            // Wrong bytes, errnos outside the set, a child that failed: in
+            // either run, whether or not the other did the same.
+            let mut why: Vec<String> = Vec::new();
+            for (imp, rec) in [("c", c), ("rust", r)] {
+                for line in rec {
+                    let region_bad = line.starts_with("region ")
+                        && !(line.contains(" bad=0 ") && line.contains(" bad_after=0 "));
+                    if region_bad || !(line.starts_with("region ") || line.starts_with("errnos ")) {
+                        why.push(format!("{imp}: {line}"));
+                    }
+                }
+            }
+            // The invariants after quiescing must agree; the errno sets
+            // depend on the interleaving.
+            let inv = |rec: &[String]| -> Vec<String> {
+                rec.iter()
+                    .filter(|l| l.starts_with("region "))
+                    .cloned()
+                    .collect()
+            };
+            let (ic, ir) = (inv(c), inv(r));
+            if ic.is_empty() || ic != ir {
+                why.push("the regions differ after quiescing:".to_string());
+                why.extend(ic.iter().map(|l| format!("  c:    {l}")));
+                why.extend(ir.iter().map(|l| format!("  rust: {l}")));
+            }
+            if why.is_empty() {
+                return None;
+            }
+            why.push(format!(
+                "replay: khugepaged-rs-tester --concurrent-seeds {seed} --seeds '' --threads {threads} --concurrent-steps {steps}"
+            ));
+            Some(why)
+        }
     }
 }
 
@@ -575,6 +684,9 @@ fn main() {
         .filter(|d| !d.is_empty());
     let mut minutes = 0u64;
     let mut verbose = false;
+    let mut concurrent_seeds: Vec<u64> = Vec::new();
+    let mut threads = 3;
+    let mut concurrent_steps = 200;
     let mut i = 1;
     while i < args.len() {
         let val = args.get(i + 1).cloned().unwrap_or_default();
@@ -584,13 +696,21 @@ fn main() {
             "--steps" => steps = val.parse().unwrap_or(steps),
             "--dir" => dir = Some(val),
             "--minutes" => minutes = val.parse().unwrap_or(0),
+            "--concurrent-seeds" => {
+                concurrent_seeds = val.split(',').filter_map(|s| s.parse().ok()).collect()
+            }
+            "--threads" => threads = val.parse().unwrap_or(threads).max(1),
+            "--concurrent-steps" => concurrent_steps = val.parse().unwrap_or(concurrent_steps),
             "--verbose" => {
                 verbose = true;
                 i += 1;
                 continue;
             }
             _ => {
-                eprintln!("usage: khugepaged-rs-tester [--seeds A,B|--seed N] [--steps S] [--dir DIR] [--minutes M] [--verbose]");
+                eprintln!(
+                    "usage: khugepaged-rs-tester [--seeds A,B|--seed N] [--steps S] [--dir DIR] [--minutes M] \\
+                     [--concurrent-seeds A,B [--threads T] [--concurrent-steps S]] [--verbose]"
+                );
                 std::process::exit(2);
             }
         }
@@ -631,73 +751,67 @@ fn main() {
         .to_string();
     write_file(ENABLED, "never");
 
-    // A soak runs consecutive seeds from the first one until the time is up.
+    // A soak runs consecutive seeds from the first one until the time is
+    // up, each serially and (with --concurrent-seeds) concurrently.
     let end = Instant::now() + Duration::from_secs(minutes * 60);
     let first = seeds.first().copied().unwrap_or(1);
     let soak = minutes > 0;
+    let serial = Mode::Serial { steps };
+    let conc = Mode::Concurrent {
+        steps: concurrent_steps,
+        threads,
+    };
+    let mut runs: Vec<(u64, Mode)> = seeds.iter().map(|&s| (s, serial)).collect();
+    runs.extend(concurrent_seeds.iter().map(|&s| (s, conc)));
     println!("TAP version 13");
     if !soak {
-        println!("1..{}", seeds.len());
+        println!("1..{}", runs.len());
     }
     let mut failed = 0;
     let mut n = 0;
     loop {
-        let seed = if soak {
+        let (seed, mode) = if soak {
             if Instant::now() >= end {
                 break;
             }
-            first + n as u64
+            let k = n as u64;
+            if concurrent_seeds.is_empty() {
+                (first + k, serial)
+            } else if k % 2 == 0 {
+                (first + k / 2, serial)
+            } else {
+                (first + k / 2, conc)
+            }
         } else {
-            match seeds.get(n) {
-                Some(&s) => s,
+            match runs.get(n) {
+                Some(&run) => run,
                 None => break,
             }
         };
         // C with skip_cow_extents: the documented difference taken out.
         write_file(&skip_knob, "1");
-        let c = run_child("c", seed, steps, &dir, verbose);
+        let c = run_child("c", seed, mode, &dir, verbose);
         write_file(&skip_knob, if had_skip > 0 { "1" } else { "0" });
-        let r = run_child("rust", seed, steps, &dir, verbose);
-        let mut diff = None;
-        for k in 0..c.len().max(r.len()) {
-            let (a, b) = (c.get(k), r.get(k));
-            if a != b {
-                diff = Some((
-                    k,
-                    a.cloned().unwrap_or_default(),
-                    b.cloned().unwrap_or_default(),
-                ));
-                break;
+        let r = run_child("rust", seed, mode, &dir, verbose);
+        let name = match mode {
+            Mode::Serial { steps } => format!("seed-{seed} ({steps} steps)"),
+            Mode::Concurrent { steps, threads } => {
+                for (imp, rec) in [("c", &c), ("rust", &r)] {
+                    for l in rec.iter().filter(|l| l.starts_with("errnos ")) {
+                        println!("# {imp} {l}");
+                    }
+                }
+                format!("concurrent-seed-{seed} ({threads} threads x {steps} operations)")
             }
-        }
-        let complete = c.len() == steps && r.len() == steps;
-        match diff {
-            None if complete => println!("ok {} seed-{seed} ({steps} steps)", n + 1),
-            None => {
+        };
+        match judge(seed, mode, &c, &r) {
+            None => println!("ok {} {name}", n + 1),
+            Some(why) => {
                 failed += 1;
-                println!(
-                    "# c:    {}",
-                    c.last().map(String::as_str).unwrap_or("(nothing)")
-                );
-                println!(
-                    "# rust: {}",
-                    r.last().map(String::as_str).unwrap_or("(nothing)")
-                );
-                println!("# replay: khugepaged-rs-tester --seed {seed} --steps {steps} --verbose");
-                println!(
-                    "not ok {} seed-{seed} record incomplete (c {} r {} lines)",
-                    n + 1,
-                    c.len(),
-                    r.len()
-                );
-            }
-            Some((k, a, b)) => {
-                failed += 1;
-                println!("# seed {seed} diverges at record line {k}:");
-                println!("#   c:    {a}");
-                println!("#   rust: {b}");
-                println!("# replay: khugepaged-rs-tester --seed {seed} --steps {steps} --verbose");
-                println!("not ok {} seed-{seed}", n + 1);
+                for l in why {
+                    println!("# {l}");
+                }
+                println!("not ok {} {name}", n + 1);
             }
         }
         n += 1;

@@ -305,6 +305,21 @@ static void collapse_loop(struct shared *sh, int fd, char *col, int salt,
 	}
 }
 
+/*
+ * A PROT_NONE reservation of @len bytes, PMD-aligned or (again) at @at,
+ * that a thread maps its mappings over; NULL on failure.
+ */
+static char *reserve_slot(char *at, size_t len)
+{
+	const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	char *p;
+
+	if (!at)
+		return aligned_map(len, PROT_NONE, flags, -1);
+	p = mmap(at, len, PROT_NONE, flags | MAP_FIXED, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 /* Settings a case changes, restored by the teardown. */
 static const char * const saved_paths[] = {
 	THP_SYSFS "enabled",
@@ -430,8 +445,7 @@ TEST_F_TIMEOUT(races, mremap_retract, TIMEOUT)
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	ASSERT_NE(NULL, col);
 	/* Two slots, reserved so that nothing else lands there. */
-	slots = aligned_map(2 * PMD_SIZE, PROT_NONE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	slots = reserve_slot(NULL, 2 * PMD_SIZE);
 	ASSERT_NE(NULL, slots);
 	m.a = slots;
 	m.b = slots + PMD_SIZE;
@@ -456,8 +470,16 @@ TEST_F_TIMEOUT(races, mremap_retract, TIMEOUT)
 
 /* ------------------------------------------------------------------ */
 
+/*
+ * A thread that forks children one after the other until told to stop:
+ * each runs @child(f, seed) and exits; a failed fork or a child exiting
+ * non-zero counts in sh->bad.
+ */
 struct forker {
 	struct shared *sh;
+	void (*child)(struct forker *f, unsigned int seed);
+	const char *what;
+	unsigned int seed;
 	int fd, salt;
 };
 
@@ -504,16 +526,16 @@ static void mapper_child(struct forker *f, unsigned int seed)
 static void *forker(void *arg)
 {
 	struct forker *f = arg;
-	unsigned int seed = 5;
+	unsigned int seed = f->seed;
 
 	while (!atomic_load(&f->sh->stop)) {
 		pid_t pid = fork();
 		int status;
 
 		if (pid == 0)
-			mapper_child(f, rand_r(&seed));
+			f->child(f, rand_r(&seed));
 		if (pid < 0 || waitpid(pid, &status, 0) != pid || status) {
-			fprintf(stderr, "# mapper child: status %#x\n",
+			fprintf(stderr, "# %s child: status %#x\n", f->what,
 				pid < 0 ? -1 : status);
 			atomic_fetch_add(&f->sh->bad, 1);
 		}
@@ -530,7 +552,8 @@ static void *forker(void *arg)
  */
 TEST_F_TIMEOUT(races, mapper_exit_retract, TIMEOUT)
 {
-	struct forker f = { .sh = self->sh, .salt = 2 };
+	struct forker f = { .sh = self->sh, .child = mapper_child,
+			    .what = "mapper", .seed = 5, .salt = 2 }, g;
 	struct counts c = { 0 };
 	char *col;
 
@@ -539,8 +562,10 @@ TEST_F_TIMEOUT(races, mapper_exit_retract, TIMEOUT)
 	ASSERT_GE(self->fd, 0);
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	ASSERT_NE(NULL, col);
+	g = f;
+	g.seed = 6;
 	ASSERT_EQ(0, start(self, forker, &f));
-	ASSERT_EQ(0, start(self, forker, &f));
+	ASSERT_EQ(0, start(self, forker, &g));
 
 	collapse_loop(self->sh, self->fd, col, f.salt, &c);
 	stop_threads(self);
@@ -616,8 +641,9 @@ static void *anon_collapser(void *arg)
  * exits with the collapse thread still running: exit_mmap() and munmap()
  * race collapse_huge_page() from both callers.
  */
-static void anon_child(struct shared *sh, unsigned int seed)
+static void anon_child(struct forker *f, unsigned int seed)
 {
+	struct shared *sh = f->sh;
 	const int salt = seed;
 	size_t len = 2 * PMD_SIZE;
 	struct anon_child a = { .sh = sh, .salt = salt };
@@ -656,27 +682,6 @@ static void anon_child(struct shared *sh, unsigned int seed)
 	_exit(bad ? 1 : 0);
 }
 
-static void *anon_forker(void *arg)
-{
-	struct shared *sh = arg;
-	unsigned int seed = (unsigned int)(uintptr_t)&seed;
-
-	while (!atomic_load(&sh->stop)) {
-		pid_t pid = fork();
-		int status;
-
-		if (pid == 0)
-			anon_child(sh, rand_r(&seed));
-		if (pid < 0 || waitpid(pid, &status, 0) != pid || status) {
-			fprintf(stderr, "# anon child: status %#x\n",
-				pid < 0 ? -1 : status);
-			atomic_fetch_add(&sh->bad, 1);
-		}
-		atomic_fetch_add(&sh->ops, 1);
-	}
-	return NULL;
-}
-
 /*
  * Processes exiting, unmapping and forking while their anonymous memory is
  * collapsed by khugepaged (scan_sleep_millisecs=0) and by MADV_COLLAPSE
@@ -687,12 +692,15 @@ static void *anon_forker(void *arg)
 TEST_F_TIMEOUT(races, anon_exit_collapse, TIMEOUT)
 {
 	long collapsed0 = read_num(KHUGEPAGED_SYSFS "pages_collapsed"), isolated;
+	struct forker f = { .sh = self->sh, .child = anon_child,
+			    .what = "anon", .seed = 1 }, g = f;
 	double t0 = now();
 
 	ASSERT_EQ(0, write_str(KHUGEPAGED_SYSFS "scan_sleep_millisecs", "0", false));
 	ASSERT_EQ(0, write_str(KHUGEPAGED_SYSFS "alloc_sleep_millisecs", "0", false));
-	ASSERT_EQ(0, start(self, anon_forker, self->sh));
-	ASSERT_EQ(0, start(self, anon_forker, self->sh));
+	g.seed = 2;
+	ASSERT_EQ(0, start(self, forker, &f));
+	ASSERT_EQ(0, start(self, forker, &g));
 	while (!race_over(t0, atomic_load(&self->sh->ok)))
 		usleep(20000);
 	stop_threads(self);
@@ -799,8 +807,7 @@ static void *cow_walker(void *arg)
 			atomic_fetch_add(&w->sh->bad, bad);
 		}
 		/* Reserve the slot again (and drop the private copy). */
-		mmap(w->slot, PMD_SIZE, PROT_NONE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		reserve_slot(w->slot, PMD_SIZE);
 		atomic_fetch_add(&w->sh->ops, 1);
 	}
 	return NULL;
@@ -830,8 +837,7 @@ TEST_F_TIMEOUT(races, rmap_walkers_retract, TIMEOUT)
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	out.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
 	mig.p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
-	cow.slot = aligned_map(PMD_SIZE, PROT_NONE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	cow.slot = reserve_slot(NULL, PMD_SIZE);
 	ASSERT_TRUE(col && out.p && mig.p && cow.slot);
 	ASSERT_EQ(0, start(self, pageout_walker, &out));
 	ASSERT_EQ(0, start(self, migrate_walker, &mig));
@@ -873,6 +879,17 @@ struct wp {
 	struct counts c;
 };
 
+/* Counts in sh->bad a mapping @p not all of whose pages have the uffd-wp bit. */
+static void check_all_wp(struct wp *w, const char *p, const char *when)
+{
+	long n = uffd_wp_pages(w->pagemap, p);
+
+	if (n != (long)NR_PAGES) {
+		fprintf(stderr, "# %s%ld of %lu pages uffd-wp\n", when, n, NR_PAGES);
+		atomic_fetch_add(&w->sh->bad, 1);
+	}
+}
+
 /*
  * Maps the memfd, faults it in, registers it for uffd-wp and
  * write-protects every page (PTE markers where a page is not mapped), while
@@ -892,7 +909,7 @@ static void *wp_walker(void *arg)
 	while (!atomic_load(&w->sh->stop)) {
 		char *p = mmap(w->slot, PMD_SIZE, PROT_READ | PROT_WRITE,
 			       MAP_SHARED | MAP_FIXED, w->fd, 0);
-		long rounds, n;
+		long rounds;
 		int uffd;
 
 		if (p == MAP_FAILED) {
@@ -914,12 +931,7 @@ static void *wp_walker(void *arg)
 			       !atomic_load(&w->sh->stop))
 				sched_yield();
 			rounds = atomic_load(&w->sh->rounds);
-			n = uffd_wp_pages(w->pagemap, p);
-			if (n != (long)NR_PAGES) {
-				fprintf(stderr, "# %ld of %lu pages uffd-wp\n",
-					n, NR_PAGES);
-				atomic_fetch_add(&w->sh->bad, 1);
-			}
+			check_all_wp(w, p, "");
 		}
 		/*
 		 * With the main loop holding off its punches: a collapse of
@@ -934,15 +946,9 @@ static void *wp_walker(void *arg)
 		touch(p, PMD_SIZE);
 		count(&w->c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
 		atomic_store(&w->sh->hold, false);
-		n = uffd_wp_pages(w->pagemap, p);
-		if (n != (long)NR_PAGES) {
-			fprintf(stderr, "# own collapse: %ld of %lu pages uffd-wp\n",
-				n, NR_PAGES);
-			atomic_fetch_add(&w->sh->bad, 1);
-		}
+		check_all_wp(w, p, "own collapse: ");
 		close(uffd);
-		mmap(w->slot, PMD_SIZE, PROT_NONE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		reserve_slot(w->slot, PMD_SIZE);
 		atomic_fetch_add(&w->sh->ops, 1);
 	}
 	return NULL;
@@ -967,8 +973,7 @@ TEST_F_TIMEOUT(races, uffd_wp_retract, TIMEOUT)
 	self->fd2 = w.pagemap;
 	ASSERT_GE(w.pagemap, 0);
 	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
-	w.slot = aligned_map(PMD_SIZE, PROT_NONE,
-			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+	w.slot = reserve_slot(NULL, PMD_SIZE);
 	ASSERT_TRUE(col && w.slot);
 	ASSERT_EQ(0, start(self, wp_walker, &w));
 

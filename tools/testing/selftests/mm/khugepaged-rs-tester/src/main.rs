@@ -273,12 +273,7 @@ fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
     let (prot, flags) = match kind {
         Kind::Anon => (PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS),
         Kind::ShmemShared | Kind::ShmemPrivate => {
-            let name = CString::new("tester").unwrap();
-            // SAFETY: plain syscalls on a fresh memfd.
-            unsafe {
-                fd = memfd_create(name.as_ptr(), 0);
-                ftruncate(fd, len as c_long);
-            }
+            fd = shmem_file("tester", len);
             let flags = if kind == Kind::ShmemShared {
                 MAP_SHARED
             } else {
@@ -289,14 +284,7 @@ fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
         Kind::FilePrivate => {
             let p = format!("{}/tester.{}.{}", ctx.dir.as_ref()?, std::process::id(), id);
             let data: Vec<u8> = (0..len).map(|o| pattern(ctx.seed, o)).collect();
-            fs::write(&p, &data).ok()?;
-            let cp = CString::new(p.clone()).unwrap();
-            // SAFETY: plain syscalls; the file is reopened read-only
-            // (READ_ONLY_THP_FOR_FS needs no writer) and its cache dropped.
-            unsafe {
-                fd = open(cp.as_ptr(), 0);
-                posix_fadvise(fd, 0, len as c_long, 4);
-            }
+            fd = read_only_file(&p, &data)?;
             path = Some(p);
             (PROT_READ, MAP_PRIVATE)
         }
@@ -328,6 +316,34 @@ fn map_region(ctx: &Ctx, rng: &mut Rng, id: usize) -> Option<Region> {
         path,
         holes: Vec::new(),
     })
+}
+
+/// A memfd (shmem) of `len` bytes, named `name`; -1 on failure.
+fn shmem_file(name: &str, len: usize) -> c_int {
+    let name = CString::new(name).unwrap();
+    // SAFETY: plain syscalls on a fresh memfd.
+    unsafe {
+        let fd = memfd_create(name.as_ptr(), 0);
+        if fd >= 0 {
+            ftruncate(fd, len as c_long);
+        }
+        fd
+    }
+}
+
+/// Writes `data` to a new file `path`, reopens it read-only
+/// (READ_ONLY_THP_FOR_FS needs no writer) and drops its page cache; the fd.
+fn read_only_file(path: &str, data: &[u8]) -> Option<c_int> {
+    fs::write(path, data).ok()?;
+    let cp = CString::new(path).unwrap();
+    // SAFETY: plain syscalls on our own file.
+    let fd = unsafe { open(cp.as_ptr(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { posix_fadvise(fd, 0, data.len() as c_long, 4) };
+    Some(fd)
 }
 
 fn unmap_region(r: &Region) {

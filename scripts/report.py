@@ -167,10 +167,11 @@ def cases_upstream(out):
     return res
 
 
-def impl_stats(lines):
-    if "@@IMPL_STATS" not in lines:
+def block(lines, marker):
+    """The non-empty lines after `marker`, up to the next @@ marker."""
+    if marker not in lines:
         return []
-    i, out = lines.index("@@IMPL_STATS") + 1, []
+    i, out = lines.index(marker) + 1, []
     while i < len(lines) and not lines[i].startswith("@@"):
         if lines[i].strip():
             out.append(lines[i].strip())
@@ -178,15 +179,15 @@ def impl_stats(lines):
     return out
 
 
+def impl_stats(lines):
+    return block(lines, "@@IMPL_STATS")
+
+
 def impl_results(lines):
     """The @@IMPL_RESULTS block (<debugfs>/khugepaged/impl_results): the
     result names, and {(impl, fn, result): count}."""
     names, counts = [], {}
-    if "@@IMPL_RESULTS" not in lines:
-        return names, counts
-    for line in lines[lines.index("@@IMPL_RESULTS") + 1:]:
-        if line.startswith("@@"):
-            break
+    for line in block(lines, "@@IMPL_RESULTS"):
         f = line.split()
         if len(f) == 2 and f[0] == "result":
             names.append(f[1])

@@ -29,42 +29,6 @@
 
 #define PROBE_OFF	0x1000UL
 
-#if defined(__x86_64__)
-static const uint8_t ret_insn[] = { 0xc3 };			/* ret */
-#elif defined(__aarch64__)
-static const uint8_t ret_insn[] = { 0xc0, 0x03, 0x5f, 0xd6 };	/* ret */
-#else
-#error "add the return instruction of this architecture"
-#endif
-
-/* Hits of uprobe @event, from uprobe_profile; -1 if it is not listed. */
-static long probe_hits(const char *event)
-{
-	char line[512];
-	long hits = -1;
-	FILE *f = fopen(TRACEFS "uprobe_profile", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, event);
-
-		if (p && (p[strlen(event)] == ' ' || p[strlen(event)] == '\t'))
-			hits = atol(p + strlen(event));
-	}
-	fclose(f);
-	return hits;
-}
-
-/* collapse_pte_mapped_thp() calls, all implementations together. */
-static long pte_mapped_calls(void)
-{
-	long calls, succeeded;
-
-	return impl_stat(NULL, "collapse_pte_mapped_thp", &calls,
-			 &succeeded) ? -1 : calls;
-}
-
 static char *map_aligned(int fd)
 {
 	return aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd);
@@ -133,8 +97,8 @@ FIXTURE_SETUP(uprobe)
 	snprintf(self->event, sizeof(self->event), "heal_%d", getpid());
 	buf = malloc(PMD_SIZE);
 	ASSERT_NE(NULL, buf);
-	for (size_t i = 0; i < PMD_SIZE; i += sizeof(ret_insn))
-		memcpy(buf + i, ret_insn, sizeof(ret_insn));
+	for (size_t i = 0; i < PMD_SIZE; i += sizeof(kh_ret_insn))
+		memcpy(buf + i, kh_ret_insn, sizeof(kh_ret_insn));
 	/* Kept: the uprobe names the file by its path. */
 	self->fd = ro_file(self->path, buf, PMD_SIZE, true);
 	free(buf);
@@ -150,11 +114,8 @@ FIXTURE_SETUP(uprobe)
 
 FIXTURE_TEARDOWN(uprobe)
 {
-	char cmd[128];
-
 	if (self->path[0]) {
-		snprintf(cmd, sizeof(cmd), "-:khugepaged_rs/%s\n", self->event);
-		write_str(TRACEFS "uprobe_events", cmd, true);
+		kh_uprobe_clear(self->event);
 		unlink(self->path);
 	}
 	if (self->p)
@@ -165,7 +126,6 @@ FIXTURE_TEARDOWN(uprobe)
 
 TEST_F(uprobe, removal_heals_pmd)
 {
-	char cmd[768], enable[256];
 	int go[2], done[2], status;
 	long calls, hits;
 	pid_t child = -1;
@@ -193,24 +153,19 @@ TEST_F(uprobe, removal_heals_pmd)
 			read(go[0], &c, 1);	/* probe removed */
 			touch(q, PMD_SIZE);
 			ok = smaps_field(q, variant->field) == 2048 &&
-			     !memcmp(q + PROBE_OFF, ret_insn, sizeof(ret_insn));
+			     !memcmp(q + PROBE_OFF, kh_ret_insn, sizeof(kh_ret_insn));
 			_exit(ok ? 0 : 1);
 		}
 		ASSERT_EQ(1, read(done[0], &c, 1));
 		ASSERT_EQ(1, c);
 	}
 
-	snprintf(cmd, sizeof(cmd), "p:khugepaged_rs/%s %s:0x%lx\n",
-		 self->event, self->path, PROBE_OFF);
-	ASSERT_EQ(0, write_str(TRACEFS "uprobe_events", cmd, true));
-	snprintf(enable, sizeof(enable),
-		 TRACEFS "events/khugepaged_rs/%s/enable", self->event);
-	ASSERT_EQ(0, write_str(enable, "1", false));
+	ASSERT_EQ(0, kh_uprobe_set(self->event, self->path, PROBE_OFF));
 
 	/* The breakpoint CoWed a page: PMD split, the VMA has an anon_vma. */
 	EXPECT_EQ(0, smaps_field(self->p, variant->field));
 	EXPECT_GT(smaps_field(self->p, "Anonymous:"), 0);
-	EXPECT_NE(0, memcmp(self->p + PROBE_OFF, ret_insn, sizeof(ret_insn)));
+	EXPECT_NE(0, memcmp(self->p + PROBE_OFF, kh_ret_insn, sizeof(kh_ret_insn)));
 	call_probe(self->p);
 	call_probe(self->p);
 	if (child > 0) {
@@ -219,16 +174,14 @@ TEST_F(uprobe, removal_heals_pmd)
 		ASSERT_EQ(1, read(done[0], &c, 1));
 		EXPECT_EQ(1, c);
 	}
-	hits = probe_hits(self->event);
+	hits = kh_probe_hits(self->event);
 	EXPECT_EQ(variant->procs + 1, hits);
 
 	/* Removal restores the page and retracts the page table. */
-	calls = pte_mapped_calls();
-	ASSERT_EQ(0, write_str(enable, "0", false));
-	snprintf(cmd, sizeof(cmd), "-:khugepaged_rs/%s\n", self->event);
-	ASSERT_EQ(0, write_str(TRACEFS "uprobe_events", cmd, true));
-	EXPECT_GE(pte_mapped_calls(), calls + variant->procs);
-	EXPECT_EQ(0, memcmp(self->p + PROBE_OFF, ret_insn, sizeof(ret_insn)));
+	calls = kh_pte_mapped_calls();
+	ASSERT_EQ(0, kh_uprobe_clear(self->event));
+	EXPECT_GE(kh_pte_mapped_calls(), calls + variant->procs);
+	EXPECT_EQ(0, memcmp(self->p + PROBE_OFF, kh_ret_insn, sizeof(kh_ret_insn)));
 	touch(self->p, PMD_SIZE);
 	EXPECT_EQ(2048, smaps_field(self->p, variant->field));
 	call_probe(self->p);

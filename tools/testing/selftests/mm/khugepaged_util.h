@@ -212,6 +212,75 @@ static inline int impl_stat(const char *impl, const char *fn, long *first,
  * try; its failure ends the attempt with -1.  Returns madvise()'s result
  * with its errno.
  */
+#if defined(__x86_64__)
+static const uint8_t kh_ret_insn[] = { 0xc3 };			/* ret */
+#elif defined(__aarch64__)
+static const uint8_t kh_ret_insn[] = { 0xc0, 0x03, 0x5f, 0xd6 };	/* ret */
+#else
+#error "add the return instruction of this architecture"
+#endif
+
+/* Hits of uprobe @event, from uprobe_profile; -1 if it is not listed. */
+static inline long kh_probe_hits(const char *event)
+{
+	char line[512];
+	long hits = -1;
+	FILE *f = fopen(TRACEFS "uprobe_profile", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, event);
+
+		if (p && (p[strlen(event)] == ' ' || p[strlen(event)] == '\t'))
+			hits = atol(p + strlen(event));
+	}
+	fclose(f);
+	return hits;
+}
+
+/*
+ * Defines uprobe khugepaged_rs/@event at offset @off of the file @path and
+ * enables it: the breakpoint goes into every mapping of that page; 0 or -1.
+ */
+static inline int kh_uprobe_set(const char *event, const char *path,
+				unsigned long off)
+{
+	char cmd[768], enable[256];
+
+	snprintf(cmd, sizeof(cmd), "p:khugepaged_rs/%s %s:0x%lx\n", event,
+		 path, off);
+	snprintf(enable, sizeof(enable),
+		 TRACEFS "events/khugepaged_rs/%s/enable", event);
+	return write_str(TRACEFS "uprobe_events", cmd, true) ||
+	       write_str(enable, "1", false) ? -1 : 0;
+}
+
+/*
+ * Disables and deletes uprobe khugepaged_rs/@event: the breakpoints are
+ * removed, and where the page was part of a THP, uprobe_write_opcode()
+ * calls collapse_pte_mapped_thp() to map it by its PMD again; 0 or -1.
+ */
+static inline int kh_uprobe_clear(const char *event)
+{
+	char cmd[128], enable[256];
+
+	snprintf(enable, sizeof(enable),
+		 TRACEFS "events/khugepaged_rs/%s/enable", event);
+	snprintf(cmd, sizeof(cmd), "-:khugepaged_rs/%s\n", event);
+	write_str(enable, "0", false);
+	return write_str(TRACEFS "uprobe_events", cmd, true);
+}
+
+/* collapse_pte_mapped_thp() calls, all implementations together. */
+static inline long kh_pte_mapped_calls(void)
+{
+	long calls, succeeded;
+
+	return impl_stat(NULL, "collapse_pte_mapped_thp", &calls,
+			 &succeeded) ? -1 : calls;
+}
+
 #define KH_COLLAPSE_TRIES	3
 
 static inline int kh_collapse_each(void *p, size_t len,

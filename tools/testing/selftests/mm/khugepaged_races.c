@@ -335,6 +335,8 @@ FIXTURE(races)
 	pthread_t threads[4];
 	int nr_threads;
 	int fd, fd2;
+	char event[64];		/* a uprobe to delete, if any */
+	char path[512];		/* a file to unlink, if any */
 };
 
 FIXTURE_SETUP(races)
@@ -363,6 +365,8 @@ FIXTURE_SETUP(races)
 	self->nr_threads = 0;
 	self->fd = -1;
 	self->fd2 = -1;
+	self->event[0] = 0;
+	self->path[0] = 0;
 }
 
 /* Stops and joins the helper threads. */
@@ -382,6 +386,10 @@ FIXTURE_TEARDOWN(races)
 		close(self->fd);
 	if (self->fd2 >= 0)
 		close(self->fd2);
+	if (self->event[0])
+		kh_uprobe_clear(self->event);
+	if (self->path[0])
+		unlink(self->path);
 }
 
 static int start(struct _test_data_races *self, void *(*fn)(void *),
@@ -1000,6 +1008,7 @@ struct gup {
 	struct shared *sh;
 	uint8_t *p;
 	int salt, pipe[2], direct;
+	size_t skip_off, skip_len;	/* bytes not compared (a breakpoint) */
 };
 
 /* vmsplice(): GUP-fast of the THP's pages, then read back through a pipe. */
@@ -1028,8 +1037,12 @@ static void *vmsplice_walker(void *arg)
 			got += r;
 		}
 		/* The pages' bytes never change. */
-		for (ssize_t j = 0; j < got; j++)
-			bad += buf[j] != kh_pattern(k * KH_PAGE + j, g->salt);
+		for (ssize_t j = 0; j < got; j++) {
+			size_t i = k * KH_PAGE + j;
+
+			if (i - g->skip_off >= g->skip_len)
+				bad += buf[j] != kh_pattern(i, g->salt);
+		}
 		if (bad || got != left) {
 			fprintf(stderr, "# vmsplice: %ld bytes wrong\n", bad);
 			atomic_fetch_add(&g->sh->bad, 1);
@@ -1703,6 +1716,400 @@ TEST_F_TIMEOUT(races, memcg_charge_fail, TIMEOUT)
 	munmap(p, PMD_SIZE);
 	write_str(CGROUP "cgroup.procs", pid, false);
 	rmdir(CG);
+}
+
+/* ------------------------------------------------------------------ */
+
+#define PROBE_OFF	0x1000UL
+
+/*
+ * GUP-fast while uprobes come and go: a uprobe's breakpoint replaces one
+ * page of a PMD-mapped file THP by an anonymous copy (the PMD is split),
+ * and its removal restores the page and calls collapse_pte_mapped_thp()
+ * straight from uprobe_write_opcode(), which frees the PTE table by
+ * pte_free_defer() under vmsplice()'s lockless walk of it. Each round sets
+ * and clears one probe, then faults the range back: it must be mapped by
+ * its PMD again (healed), the file's bytes in place.
+ */
+TEST_F_TIMEOUT(races, uprobe_gup_fast, TIMEOUT)
+{
+	const char *dir = getenv("KHUGEPAGED_FILE_DIR");
+	struct gup g = { .sh = self->sh, .salt = 13, .direct = -1 };
+	struct counts c = { 0 };
+	long calls, healed = 0, rounds = 0, bad = 0;
+	uint8_t *buf;
+	double t0;
+
+	if (access(TRACEFS "uprobe_events", W_OK))
+		SKIP(return, "no uprobe events in tracefs");
+	ASSERT_TRUE(dir && *dir) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	snprintf(self->path, sizeof(self->path), "%s/races-uprobe.%d", dir,
+		 getpid());
+	buf = malloc(PMD_SIZE);
+	ASSERT_NE(NULL, buf);
+	for (size_t i = 0; i < PMD_SIZE; i++)
+		buf[i] = kh_pattern(i, g.salt);
+	/* The probed instruction must decode: a return. */
+	memcpy(buf + PROBE_OFF, kh_ret_insn, sizeof(kh_ret_insn));
+	self->fd = ro_file(self->path, buf, PMD_SIZE, true);
+	free(buf);
+	ASSERT_GE(self->fd, 0);
+	g.skip_off = PROBE_OFF;
+	g.skip_len = sizeof(kh_ret_insn);
+	g.p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_EXEC,
+				     MAP_PRIVATE, self->fd);
+	ASSERT_NE(NULL, g.p);
+	ASSERT_EQ(0, kh_collapse(g.p, PMD_SIZE));
+	ASSERT_EQ(2048, smaps_field(g.p, "FilePmdMapped:"));
+	snprintf(self->event, sizeof(self->event), "races_%d", getpid());
+	ASSERT_EQ(0, pipe(g.pipe));
+	ASSERT_EQ(0, start(self, vmsplice_walker, &g));
+
+	calls = kh_pte_mapped_calls();
+	t0 = now();
+	while (!race_over(t0, healed)) {
+		ASSERT_EQ(0, kh_uprobe_set(self->event, self->path, PROBE_OFF));
+		/* The breakpoint's CoW split the PMD. */
+		if (smaps_field(g.p, "FilePmdMapped:"))
+			bad++;
+		ASSERT_EQ(0, kh_uprobe_clear(self->event));
+		touch((char *)g.p, PMD_SIZE);
+		healed += smaps_field(g.p, "FilePmdMapped:") == 2048;
+		rounds++;
+		/* A round the removal did not heal, MADV_COLLAPSE heals. */
+		if (smaps_field(g.p, "FilePmdMapped:") != 2048)
+			count(&c, madvise(g.p, PMD_SIZE, MADV_COLLAPSE));
+	}
+	self->event[0] = 0;
+	stop_threads(self);
+	calls = kh_pte_mapped_calls() - calls;
+	print_counts("uprobe_gup_fast (unhealed rounds)", &c);
+	fprintf(stderr, "# %ld probe rounds, %ld healed, %ld collapse_pte_mapped_thp() calls, %ld GUP-fast operations\n",
+		rounds, healed, calls, atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, bad) TH_LOG("%ld probes left the PMD mapped", bad);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_GE(calls, rounds);
+	EXPECT_GE(healed, MIN_OK);
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN));
+	EXPECT_EQ(0, memcmp(g.p + PROBE_OFF, kh_ret_insn, sizeof(kh_ret_insn)));
+	g.skip_len = 0;
+	for (size_t i = 0; i < PMD_SIZE; i++)
+		bad += i - PROBE_OFF >= sizeof(kh_ret_insn) &&
+		       g.p[i] != kh_pattern(i, g.salt);
+	EXPECT_EQ(0, bad);
+}
+
+/* ------------------------------------------------------------------ */
+
+#define SPLIT_HUGE_PAGES	"/sys/kernel/debug/split_huge_pages"
+
+struct splitter {
+	struct shared *sh;
+	char path[2][64];	/* /proc/<pid>/fd/<n> of each file */
+};
+
+/*
+ * Splits the large folios of each file's first 2 MiB through debugfs's
+ * split_huge_pages (folio_trylock(), then split_folio_to_order()), to
+ * order 0: 6.12 splits a shmem or ext4 folio to no other order.
+ */
+static void *splitter(void *arg)
+{
+	struct splitter *s = arg;
+	unsigned int seed = 41;
+	char cmd[128];
+
+	while (!atomic_load(&s->sh->stop)) {
+		for (int f = 0; f < 2; f++) {
+			snprintf(cmd, sizeof(cmd), "%s,0x0,0x%lx", s->path[f],
+				 NR_PAGES);
+			if (write_str(SPLIT_HUGE_PAGES, cmd, false)) {
+				fprintf(stderr, "# split_huge_pages %s: %s\n",
+					cmd, strerror(errno));
+				atomic_fetch_add(&s->sh->bad, 1);
+				return NULL;
+			}
+			atomic_fetch_add(&s->sh->ops, 1);
+		}
+		usleep(200 + rand_r(&seed) % 1500);
+	}
+	return NULL;
+}
+
+/*
+ * Folio split racing the file scan (the 595cf683519a row, split rather
+ * than freed): hpage_collapse_scan_file() walks the page cache under RCU
+ * alone, so a THP it meets may be split under it, and collapse_file()
+ * must lock and re-check what it isolates. A shmem THP and a read-only
+ * ext4 THP are split while both are collapsed again and again: every
+ * byte stays the file's, and once the splitting stops each collapses for
+ * good.
+ */
+TEST_F_TIMEOUT(races, folio_split_file_scan, TIMEOUT)
+{
+	struct splitter s = { .sh = self->sh };
+	struct counts c[2] = { { 0 }, { 0 } };
+	uint8_t *p[2];
+	double t0;
+	long bad = 0;
+
+	if (access(SPLIT_HUGE_PAGES, W_OK))
+		SKIP(return, "no %s", SPLIT_HUGE_PAGES);
+	self->fd = shmem_fd(14);
+	ASSERT_GE(self->fd, 0);
+	self->fd2 = ext4_fd(15, "split");
+	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	snprintf(s.path[0], sizeof(s.path[0]), "/proc/%d/fd/%d", getpid(),
+		 self->fd);
+	snprintf(s.path[1], sizeof(s.path[1]), "/proc/%d/fd/%d", getpid(),
+		 self->fd2);
+	p[0] = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	p[1] = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd2);
+	ASSERT_NE(NULL, p[0]);
+	ASSERT_NE(NULL, p[1]);
+	ASSERT_EQ(0, start(self, splitter, &s));
+
+	t0 = now();
+	while (!race_over(t0, c[0].ok < c[1].ok ? c[0].ok : c[1].ok)) {
+		for (int f = 0; f < 2; f++) {
+			count(&c[f], madvise(p[f], PMD_SIZE, MADV_COLLAPSE));
+			bad += whole_bad(p[f], 14 + f);
+		}
+	}
+	stop_threads(self);
+	print_counts("folio_split_file_scan shmem", &c[0]);
+	print_counts("folio_split_file_scan ext4", &c[1]);
+	fprintf(stderr, "# %ld splits\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	for (int f = 0; f < 2; f++) {
+		EXPECT_EQ(0, disallowed(&c[f], E_AGAIN | E_INVAL));
+		EXPECT_GE(c[f].ok, MIN_OK);
+	}
+	EXPECT_EQ(0, file_bad(self->fd, 14));
+	EXPECT_EQ(0, file_bad(self->fd2, 15));
+	/* Quiet again, each collapses for good. */
+	EXPECT_EQ(0, kh_collapse(p[0], PMD_SIZE));
+	EXPECT_EQ(0, kh_collapse(p[1], PMD_SIZE));
+	touch((char *)p[0], PMD_SIZE);
+	touch((char *)p[1], PMD_SIZE);
+	EXPECT_EQ(2048, smaps_field(p[0], "ShmemPmdMapped:"));
+	EXPECT_EQ(2048, smaps_field(p[1], "FilePmdMapped:"));
+}
+
+/* ------------------------------------------------------------------ */
+
+#define FAILSLAB	"/sys/kernel/debug/failslab/"
+#define XA_NODE_SLAB	"/sys/kernel/slab/radix_tree_node/"
+#define XA_CHUNK	64	/* pages an xarray leaf node holds */
+#define HOLE		64	/* the first page of the hole: a whole leaf */
+
+/*
+ * failslab on this task's allocations of xarray nodes (radix_tree_node),
+ * sleeping or not, once @space bytes of them succeeded; off if !@on.
+ * "times" counts down the failures injected.
+ */
+static int fail_xa_nodes(bool on, long space)
+{
+	static const char * const knobs[][2] = {
+		{ "task-filter", "Y" }, { "cache-filter", "Y" },
+		{ "ignore-gfp-wait", "N" }, { "verbose", "0" },
+		{ "interval", "1" }, { "times", "100000" },
+		{ "probability", "100" },
+	};
+	char path[128], num[32];
+
+	if (!on)
+		return write_str("/proc/self/make-it-fail", "0", false) |
+		       write_str(FAILSLAB "probability", "0", false) |
+		       write_str(XA_NODE_SLAB "failslab", "0", false);
+	snprintf(num, sizeof(num), "%ld", space);
+	if (write_str(XA_NODE_SLAB "failslab", "1", false) ||
+	    write_str(FAILSLAB "space", num, false))
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		snprintf(path, sizeof(path), FAILSLAB "%s", knobs[i][0]);
+		if (write_str(path, knobs[i][1], false))
+			return -1;
+	}
+	return write_str("/proc/self/make-it-fail", "1", false);
+}
+
+/* How often @fn of the selected implementation returned @result. */
+static long impl_result(const char *fn, const char *result)
+{
+	char impl[16], line[256], i[16], f[64], r[64];
+	long n, v = 0;
+	FILE *file;
+
+	if (current_impl(impl, sizeof(impl)))
+		return -1;
+	file = fopen("/sys/kernel/debug/khugepaged/impl_results", "r");
+	if (!file)
+		return -1;
+	while (fgets(line, sizeof(line), file))
+		if (sscanf(line, "%15s %63s %63s %ld", i, f, r, &n) == 4 &&
+		    !strcmp(i, impl) && !strcmp(f, fn) && !strcmp(r, result))
+			v = n;
+	fclose(file);
+	return v;
+}
+
+struct filler {
+	struct shared *sh;
+	int fd;
+	atomic_bool held;
+};
+
+/*
+ * Writes one page into the hole and punches it out again, over and over:
+ * the leaf node that collapse_file()'s xas_create_range() made for the
+ * hole gets its one entry and loses it, and so is freed. This thread does
+ * not inherit make-it-fail: its own node allocations succeed.
+ */
+static void *filler(void *arg)
+{
+	struct filler *f = arg;
+	unsigned int seed = 47;
+	uint8_t buf[KH_PAGE];
+
+	memset(buf, 0x5a, sizeof(buf));
+	while (!atomic_load(&f->sh->stop)) {
+		off_t off = (HOLE + rand_r(&seed) % XA_CHUNK) * KH_PAGE;
+
+		if (atomic_load(&f->sh->hold)) {
+			atomic_store(&f->held, true);
+			while (atomic_load(&f->sh->hold) &&
+			       !atomic_load(&f->sh->stop))
+				usleep(100);
+			atomic_store(&f->held, false);
+			continue;
+		}
+		if (pwrite(f->fd, buf, KH_PAGE, off) != KH_PAGE ||
+		    fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      off, KH_PAGE)) {
+			atomic_fetch_add(&f->sh->bad, 1);
+			break;
+		}
+		atomic_fetch_add(&f->sh->ops, 1);
+		usleep(rand_r(&seed) % 200);
+	}
+	return NULL;
+}
+
+/* Bytes of the memfd @fd that are not pattern @salt, the hole's not 0. */
+static long holed_bad(int fd, int salt)
+{
+	uint8_t *buf = malloc(PMD_SIZE);
+	long bad = 0;
+
+	if (!buf || pread(fd, buf, PMD_SIZE, 0) != (ssize_t)PMD_SIZE) {
+		free(buf);
+		return -1;
+	}
+	for (size_t i = 0; i < PMD_SIZE; i++) {
+		bool hole = i / KH_PAGE - HOLE < XA_CHUNK;
+
+		bad += buf[i] != (hole ? 0 : kh_pattern(i, salt));
+	}
+	free(buf);
+	return bad;
+}
+
+/*
+ * Failing allocations of the page cache's xarray nodes in collapse_file(),
+ * on a memfd whose pages 64-127 (one whole leaf node) are a hole:
+ *
+ *  - all failing: xas_create_range() cannot make the leaf (SCAN_FAIL,
+ *    EINVAL); nothing is left allocated (the memfd's blocks, nr_shmem),
+ *    the data is intact, and the same collapse then succeeds;
+ *  - the first succeeding (failslab's space): xas_create_range() makes the
+ *    leaf, a filler thread's write and punch of one page of the hole frees
+ *    it again, and the XA_RETRY_ENTRY stores of the hole find no node and
+ *    cannot allocate one (SCAN_STORE_FAILED, EINVAL), or the write is seen
+ *    (SCAN_PAGE_FILLED, EAGAIN). The rollback must leave the file as it
+ *    was: checked after every round. Every fourth round holds the filler:
+ *    with the same injection, that collapse succeeds.
+ */
+TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
+{
+	struct filler f = { .sh = self->sh };
+	struct counts c = { 0 }, q = { 0 };
+	long node_size, left, shmem, store_failed, bad = 0;
+	struct stat before, after;
+	uint8_t *p;
+	int ret, err;
+	double t0;
+
+	if (access(FAILSLAB "space", W_OK) || access(XA_NODE_SLAB "failslab", W_OK))
+		SKIP(return, "no failslab for radix_tree_node");
+	node_size = read_num(XA_NODE_SLAB "object_size");
+	ASSERT_GT(node_size, 0);
+	self->fd = shmem_fd(17);
+	ASSERT_GE(self->fd, 0);
+	ASSERT_EQ(0, fallocate(self->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			       HOLE * KH_PAGE, XA_CHUNK * KH_PAGE));
+	p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, p);
+	f.fd = self->fd;
+
+	/* Every node allocation of this task fails. */
+	ASSERT_EQ(0, fstat(self->fd, &before));
+	shmem = vm_counter("nr_shmem");
+	ASSERT_EQ(0, fail_xa_nodes(true, 0));
+	ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
+	err = errno;
+	left = read_num(FAILSLAB "times");
+	ASSERT_EQ(0, fail_xa_nodes(false, 0));
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EINVAL, err) TH_LOG("%s", strerror(err));
+	EXPECT_LT(left, 100000) TH_LOG("no allocation failed");
+	ASSERT_EQ(0, fstat(self->fd, &after));
+	EXPECT_EQ(before.st_blocks, after.st_blocks);
+	EXPECT_LT(labs(vm_counter("nr_shmem") - shmem), NR_PAGES / 2);
+	EXPECT_EQ(0, smaps_field(p, "ShmemPmdMapped:"));
+	EXPECT_LT(vmstat_settled("nr_isolated_file", 127), 128);
+	EXPECT_EQ(0, holed_bad(self->fd, 17));
+	fprintf(stderr, "# all failing: %ld node allocation(s) failed\n",
+		100000 - left);
+
+	/* The first succeeds, a filler frees the node it made. */
+	ASSERT_EQ(0, start(self, filler, &f));
+	store_failed = impl_result("hpage_collapse_scan_file", "store_failed");
+	t0 = now();
+	while (!race_over(t0, q.ok)) {
+		bool quiet = (c.rounds + q.rounds) % 4 == 3;
+
+		atomic_store(&self->sh->hold, quiet);
+		while (quiet && !atomic_load(&f.held) && !atomic_load(&self->sh->bad))
+			usleep(100);
+		ASSERT_EQ(0, fail_xa_nodes(true, node_size + 1));
+		count(quiet ? &q : &c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		ASSERT_EQ(0, fail_xa_nodes(false, 0));
+		atomic_store(&self->sh->hold, true);
+		while (!atomic_load(&f.held) && !atomic_load(&self->sh->bad))
+			usleep(100);
+		/* A THP or small pages: the hole a hole again, one leaf. */
+		ASSERT_EQ(0, fallocate(self->fd, FALLOC_FL_PUNCH_HOLE |
+				       FALLOC_FL_KEEP_SIZE, HOLE * KH_PAGE,
+				       XA_CHUNK * KH_PAGE));
+		bad += holed_bad(self->fd, 17);
+		atomic_store(&self->sh->hold, false);
+	}
+	stop_threads(self);
+	store_failed = impl_result("hpage_collapse_scan_file", "store_failed") -
+		       store_failed;
+	print_counts("xarray_node_alloc_fail with the filler", &c);
+	print_counts("xarray_node_alloc_fail quiet", &q);
+	fprintf(stderr, "# %ld fill+punch, %ld SCAN_STORE_FAILED\n",
+		atomic_load(&self->sh->ops), store_failed);
+	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_EQ(q.rounds, q.ok);
+	EXPECT_GE(q.ok, MIN_OK);
+	EXPECT_LT(vmstat_settled("nr_isolated_file", 127), 128);
+	EXPECT_EQ(0, holed_bad(self->fd, 17));
 }
 
 TEST_HARNESS_MAIN

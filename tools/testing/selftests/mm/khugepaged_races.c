@@ -1899,6 +1899,172 @@ TEST_F_TIMEOUT(races, folio_split_file_scan, TIMEOUT)
 
 /* ------------------------------------------------------------------ */
 
+struct truncator {
+	struct shared *sh;
+	const char *path;
+	const uint8_t *buf;	/* the file's bytes */
+	size_t size;		/* what round @go truncates the file to */
+	unsigned int delay;	/* and after how many microseconds */
+	atomic_long go, truncated, restore, restored;	/* rounds */
+};
+
+/* Waits until *@v is @round, or something went wrong; 0 or -1. */
+static int wait_round(struct shared *sh, atomic_long *v, long round)
+{
+	while (atomic_load(v) != round) {
+		if (atomic_load(&sh->bad) || atomic_load(&sh->stop))
+			return -1;
+		usleep(100);
+	}
+	return 0;
+}
+
+/*
+ * Each round, after its delay, truncates the ext4 file (truncate(2): the
+ * page cache beyond the new size is dropped, a THP across it split, the
+ * partial page's tail zeroed), while the main loop's MADV_COLLAPSE runs;
+ * then, when told, opens it for writing (which drops a file THP's whole
+ * page cache, do_dentry_open()) and writes the tail back and to disk:
+ * collapse_file() refuses a dirty folio.
+ */
+static void *truncator(void *arg)
+{
+	struct truncator *t = arg;
+
+	for (long round = 1; !atomic_load(&t->sh->stop); round++) {
+		int fd;
+
+		if (wait_round(t->sh, &t->go, round))
+			break;
+		usleep(t->delay);
+		if (truncate(t->path, t->size)) {
+			fprintf(stderr, "# truncate: %s\n", strerror(errno));
+			atomic_fetch_add(&t->sh->bad, 1);
+			break;
+		}
+		atomic_store(&t->truncated, round);
+		if (wait_round(t->sh, &t->restore, round))
+			break;
+		fd = open(t->path, O_WRONLY);
+		if (fd < 0 || pwrite(fd, t->buf + t->size, PMD_SIZE - t->size,
+				     t->size) != (ssize_t)(PMD_SIZE - t->size) ||
+		    fdatasync(fd) || close(fd)) {
+			fprintf(stderr, "# rewrite: %s\n", strerror(errno));
+			atomic_fetch_add(&t->sh->bad, 1);
+			break;
+		}
+		atomic_store(&t->restored, round);
+		atomic_fetch_add(&t->sh->ops, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Bytes of the truncated ext4 file that differ from @buf's below @size,
+ * read and mapped at @p (the tail of the page across the end reads 0),
+ * plus the bytes read past @size.
+ */
+static long truncated_bad(int fd, const uint8_t *p, const uint8_t *buf,
+			  size_t size)
+{
+	uint8_t *got = malloc(PMD_SIZE);
+	size_t end = (size + KH_PAGE - 1) / KH_PAGE * KH_PAGE;
+	ssize_t n;
+	long bad = 0;
+
+	if (!got)
+		return -1;
+	n = pread(fd, got, PMD_SIZE, 0);
+	if (n < 0)
+		bad = -1;
+	else
+		bad = labs(n - (ssize_t)size) + memcmp(got, buf, n < (ssize_t)size ? n : size);
+	for (size_t i = 0; i < end; i++)
+		bad += p[i] != (i < size ? buf[i] : 0);
+	free(got);
+	return bad;
+}
+
+/*
+ * collapse_file() against truncation of the same ext4 range
+ * (READ_ONLY_THP_FOR_FS; a writer cannot race: the collapse refuses a file
+ * open for writing, and do_dentry_open() drops its THPs): truncation
+ * waits for the folios the collapse holds locked, and then must find
+ * either the small folios (the collapse gave up: SCAN_TRUNCATED, or it
+ * found them gone) or the new THP, which it splits. Each round maps the
+ * file, collapses it while truncate(2) runs after a random delay, checks
+ * what is left below the new size, mapped and read, then has the tail
+ * written back, and reads every byte in again and checks it.
+ */
+TEST_F_TIMEOUT(races, ext4_truncate_collapse, TIMEOUT)
+{
+	const char *dir = getenv("KHUGEPAGED_FILE_DIR");
+	struct truncator t = { .sh = self->sh, .path = self->path };
+	struct counts c = { 0 };
+	unsigned int seed = 53;
+	const int salt = 16;
+	long bad = 0, round;
+	double t0;
+	uint8_t *buf;
+
+	ASSERT_TRUE(dir && *dir) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	snprintf(self->path, sizeof(self->path), "%s/races-truncate.%d", dir,
+		 getpid());
+	buf = malloc(PMD_SIZE);
+	ASSERT_NE(NULL, buf);
+	for (size_t i = 0; i < PMD_SIZE; i++)
+		buf[i] = kh_pattern(i, salt);
+	self->fd = ro_file(self->path, buf, PMD_SIZE, true);
+	ASSERT_GE(self->fd, 0);
+	/* Allocated before the thread starts: aligned_map() is no mmap() race. */
+	t.buf = buf;
+	ASSERT_EQ(0, start(self, truncator, &t));
+
+	t0 = now();
+	for (round = 1; !race_over(t0, c.ok); round++) {
+		uint8_t *p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ,
+						    MAP_SHARED, self->fd);
+
+		ASSERT_NE(NULL, p);
+		/* A page-aligned size half the time, else inside a page. */
+		t.size = (rand_r(&seed) % NR_PAGES) * KH_PAGE +
+			 rand_r(&seed) % 2 * (rand_r(&seed) % KH_PAGE);
+		/*
+		 * Half the rounds truncate within 4 ms, while the collapse
+		 * (tens of ms here) holds the folios; the others later, when
+		 * it may be done.
+		 */
+		t.delay = rand_r(&seed) % 2 ? rand_r(&seed) % 4000 :
+			  20000 + rand_r(&seed) % 80000;
+		atomic_store(&t.go, round);
+		count(&c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		ASSERT_EQ(0, wait_round(self->sh, &t.truncated, round));
+		bad += truncated_bad(self->fd, p, buf, t.size);
+		atomic_store(&t.restore, round);
+		ASSERT_EQ(0, wait_round(self->sh, &t.restored, round));
+		/*
+		 * The rewritten folios keep their buffers (the journal's) a
+		 * while, which collapse_file() cannot release: read it all in
+		 * afresh, so that the next collapse finds it cached and does
+		 * no I/O.
+		 */
+		posix_fadvise(self->fd, 0, PMD_SIZE, POSIX_FADV_DONTNEED);
+		bad += whole_bad(p, salt) + file_bad(self->fd, salt);
+		munmap(p, PMD_SIZE);
+	}
+	stop_threads(self);
+	free(buf);
+	print_counts("ext4_truncate_collapse", &c);
+	fprintf(stderr, "# %ld truncations\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, bad);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	/* Truncated under the collapse: SCAN_TRUNCATED, EINVAL. */
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+}
+
+/* ------------------------------------------------------------------ */
+
 #define FAILSLAB	"/sys/kernel/debug/failslab/"
 #define XA_NODE_SLAB	"/sys/kernel/slab/radix_tree_node/"
 #define XA_CHUNK	64	/* pages an xarray leaf node holds */

@@ -1784,7 +1784,8 @@ TEST_F_TIMEOUT(races, uprobe_gup_fast, TIMEOUT)
 	stop_threads(self);
 	calls = kh_pte_mapped_calls() - calls;
 	print_counts("uprobe_gup_fast (unhealed rounds)", &c);
-	fprintf(stderr, "# %ld probe rounds, %ld healed, %ld collapse_pte_mapped_thp() calls, %ld GUP-fast operations\n",
+	fprintf(stderr,
+		"# %ld probe rounds, %ld healed, %ld collapse_pte_mapped_thp() calls, %ld GUP-fast operations\n",
 		rounds, healed, calls, atomic_load(&self->sh->ops));
 	EXPECT_EQ(0, bad) TH_LOG("%ld probes left the PMD mapped", bad);
 	EXPECT_EQ(0, atomic_load(&self->sh->bad));
@@ -2276,6 +2277,144 @@ TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
 	EXPECT_GE(q.ok, MIN_OK);
 	EXPECT_LT(vmstat_settled("nr_isolated_file", 127), 128);
 	EXPECT_EQ(0, holed_bad(self->fd, 17));
+}
+
+/* ------------------------------------------------------------------ */
+
+#define NOTIFIER_MIRROR	"/sys/kernel/debug/khugepaged/notifier_mirror"
+
+struct mirror_stats {
+	long checks, invalidated, changed, violations;
+	unsigned long first;
+};
+
+static long least(long a, long b)
+{
+	return a < b ? a : b;
+}
+
+static int mirror_cmd(int fd, const char *cmd)
+{
+	return write(fd, cmd, strlen(cmd)) == (ssize_t)strlen(cmd) ? 0 : -1;
+}
+
+static int mirror_read(int fd, struct mirror_stats *st)
+{
+	char buf[192];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return sscanf(buf, "checks %ld invalidated %ld changed %ld violations %ld first %lx",
+		      &st->checks, &st->invalidated, &st->changed,
+		      &st->violations, &st->first) == 5 ? 0 : -1;
+}
+
+/*
+ * The other process: splits the memfd's THP by a punched page, then
+ * collapses it through its own mapping, again and again: collapse_file()
+ * unmaps the test's PTEs, and retract_page_tables() removes its PTE table.
+ */
+static void retracting_child(struct shared *sh, int fd, int salt)
+{
+	char *col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, fd);
+	unsigned int seed = 59;
+
+	while (col && !atomic_load(&sh->stop)) {
+		if (punch_refill(sh, fd, rand_r(&seed) % NR_PAGES, salt)) {
+			atomic_fetch_add(&sh->bad, 1);
+			break;
+		}
+		if (!madvise(col, PMD_SIZE, MADV_COLLAPSE))
+			atomic_fetch_add(&sh->ok, 1);
+		else if (errno != EAGAIN && errno != EINVAL)
+			atomic_store(&sh->bad_errno, errno);
+		atomic_fetch_add(&sh->ops, 1);
+		usleep(rand_r(&seed) % 3000);
+	}
+	_exit(col ? 0 : 1);
+}
+
+/*
+ * CVE-2022-48991 (f268f6cf875f, "mm/khugepaged: invoke MMU notifiers in
+ * shmem/file collapse paths"), under load: a secondary MMU must be told of
+ * every translation a collapse or retraction changes, and of every PTE
+ * table removed (it may cache paging structures). The kernel's
+ * notifier_mirror models one over the test's PTE-mapped mapping of a
+ * memfd: snapshots of each page's pfn and PMD entry, taken again and
+ * again, and checked a little later; a change with no invalidation
+ * started in between is a violation. Another process keeps retracting the
+ * mapping's table (collapse_file() of the memfd through its own mapping),
+ * and every fourth round the test collapses its own mapping
+ * (collapse_pte_mapped_thp() in its mm).
+ */
+TEST_F_TIMEOUT(races, notifier_mirror_retract, TIMEOUT)
+{
+	struct mirror_stats st = { 0 };
+	struct counts c = { 0 };
+	unsigned int seed = 61;
+	const int salt = 18;
+	int mirror, status;
+	char cmd[64], *p;
+	long rounds = 0;
+	pid_t child;
+	double t0;
+
+	if (access(NOTIFIER_MIRROR, W_OK))
+		SKIP(return, "no %s", NOTIFIER_MIRROR);
+	self->fd = shmem_fd(salt);
+	ASSERT_GE(self->fd, 0);
+	p = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, p);
+	mirror = open(NOTIFIER_MIRROR, O_RDWR);
+	ASSERT_GE(mirror, 0);
+	snprintf(cmd, sizeof(cmd), "watch %lx %lx", (unsigned long)p, PMD_SIZE);
+	ASSERT_EQ(0, mirror_cmd(mirror, cmd));
+	child = fork();
+	ASSERT_GE(child, 0);
+	if (!child)
+		retracting_child(self->sh, self->fd, salt);
+
+	t0 = now();
+	/* Until the other process, this one and the mirror saw enough. */
+	while (!race_over(t0, least(least(atomic_load(&self->sh->ok), c.ok),
+				    st.changed))) {
+		/* Fault the range in: by PTEs if the file is small pages. */
+		touch(p, PMD_SIZE);
+		check_sample(self->sh, (uint8_t *)p, salt, 4, &seed);
+		if (++rounds % 4 == 0)
+			count(&c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		/* Snapshots in the child's collapses, checked soon after. */
+		for (int i = 0; i < 16; i++) {
+			ASSERT_EQ(0, mirror_cmd(mirror, "snapshot"));
+			usleep(rand_r(&seed) % 500);
+			ASSERT_EQ(0, mirror_cmd(mirror, "check"));
+		}
+		ASSERT_EQ(0, mirror_read(mirror, &st));
+	}
+	atomic_store(&self->sh->stop, true);
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	ASSERT_EQ(0, mirror_read(mirror, &st));
+	close(mirror);
+	print_counts("notifier_mirror_retract (own collapses)", &c);
+	fprintf(stderr,
+		"# the other process: %ld collapses, %ld ok; mirror: %ld checks, %ld invalidated, %ld changed, %ld violations (first at %#lx, mapping at %p)\n",
+		atomic_load(&self->sh->ops), atomic_load(&self->sh->ok),
+		st.checks, st.invalidated, st.changed, st.violations, st.first,
+		p);
+	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	EXPECT_EQ(0, st.violations);
+	/* The mirror compared, and saw collapses change the range. */
+	EXPECT_GE(st.checks - st.invalidated, MIN_OK);
+	EXPECT_GE(st.changed, MIN_OK);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad_errno));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_GE(atomic_load(&self->sh->ok), MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)p, salt));
+	EXPECT_EQ(0, file_bad(self->fd, salt));
 }
 
 TEST_HARNESS_MAIN

@@ -14,6 +14,15 @@
 //! written anonymous pages (the zero page), fork + exit, and `mremap()` of
 //! a region between two slots.
 //!
+//! Two regions have one owner thread for all their pages: a shared memfd
+//! its owner truncates (and extends again: the pages past the cut read 0),
+//! so that no other thread touches a page past the end of the file; and an
+//! anonymous region registered for asynchronous uffd-wp, whose owner
+//! write-protects pages (a write takes the protection away again). A page
+//! protected and not written or dropped since must keep its uffd-wp bit
+//! (pagemap bit 57) through every collapse: checked after the threads,
+//! before the region is unregistered for the final collapse.
+//!
 //! After the threads, every byte of every region is checked against the
 //! model, each region is collapsed once more (retrying transient EAGAIN),
 //! and its huge and resident kB are recorded. The two runs must give the
@@ -22,7 +31,8 @@
 
 use super::*;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::os::raw::c_ulong;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Barrier, Mutex};
 
 const MADV_DONTNEED: c_int = 4;
@@ -36,6 +46,23 @@ const EAGAIN: i64 = 11;
 const ENOMEM: i64 = 12;
 const EBUSY: i64 = 16;
 const EINVAL: i64 = 22;
+const O_NONBLOCK: c_int = 0o4000;
+const O_CLOEXEC: c_int = 0o2000000;
+#[cfg(target_arch = "x86_64")]
+const SYS_USERFAULTFD: c_long = 323;
+#[cfg(target_arch = "aarch64")]
+const SYS_USERFAULTFD: c_long = 282;
+const UFFD_API: u64 = 0xaa;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
+// _IOWR/_IOR(0xaa, nr, the struct): the same on x86_64 and arm64.
+const UFFDIO_API: c_ulong = 0xc018_aa3f;
+const UFFDIO_REGISTER: c_ulong = 0xc020_aa00;
+const UFFDIO_UNREGISTER: c_ulong = 0x8010_aa01;
+const UFFDIO_WRITEPROTECT: c_ulong = 0xc018_aa06;
+const PM_UFFD_WP: u64 = 1 << 57;
 /// What a racing MADV_COLLAPSE may fail with (madvise_collapse_errno(),
 /// and ENOMEM for a range mremap() just moved away).
 const COLLAPSE_ERRNOS: [i64; 4] = [EAGAIN, EINVAL, ENOMEM, EBUSY];
@@ -44,6 +71,87 @@ extern "C" {
     fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: c_int, ...) -> *mut c_void;
     fn fallocate(fd: c_int, mode: c_int, off: c_long, len: c_long) -> c_int;
     fn pwrite(fd: c_int, buf: *const c_void, n: usize, off: c_long) -> isize;
+    fn pread(fd: c_int, buf: *mut c_void, n: usize, off: c_long) -> isize;
+    fn syscall(nr: c_long, ...) -> c_long;
+    fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
+}
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
+}
+
+/// A userfaultfd registering `[base, base+len)` for asynchronous uffd-wp
+/// (a write to a protected page resolves itself), or -1.
+fn uffd_wp_register(base: *mut u8, len: usize) -> c_int {
+    // SAFETY: the syscall takes flags only.
+    let uffd = unsafe { syscall(SYS_USERFAULTFD, O_CLOEXEC | O_NONBLOCK) } as c_int;
+    if uffd < 0 {
+        return -1;
+    }
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
+        ioctls: 0,
+    };
+    let mut reg = UffdioRegister {
+        range: UffdioRange {
+            start: base as u64,
+            len: len as u64,
+        },
+        mode: UFFDIO_REGISTER_MODE_WP,
+        ioctls: 0,
+    };
+    // SAFETY: the ioctls read and write the structs passed, which live
+    // across the calls.
+    let ok = unsafe {
+        ioctl(uffd, UFFDIO_API, &mut api as *mut UffdioApi) == 0
+            && ioctl(uffd, UFFDIO_REGISTER, &mut reg as *mut UffdioRegister) == 0
+    };
+    if !ok {
+        // SAFETY: our own fd.
+        unsafe { close(uffd) };
+        return -1;
+    }
+    uffd
+}
+
+/// Is page `p` of `r` uffd-wp protected (pagemap bit 57)? None if unknown.
+fn uffd_wp_bit(r: &Shared, p: usize) -> Option<bool> {
+    let f = fs::File::open("/proc/self/pagemap").ok()?;
+    let mut ent = 0u64;
+    let off = (r.addr() as usize + p * PAGE) / PAGE * 8;
+    // SAFETY: an 8-byte read into `ent`.
+    let n = unsafe {
+        pread(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            (&mut ent as *mut u64).cast(),
+            8,
+            off as c_long,
+        )
+    };
+    (n == 8).then_some(ent & PM_UFFD_WP != 0)
 }
 
 /// One region of the run: where it is, what backs it, the model.
@@ -58,6 +166,13 @@ struct Shared {
     model: Vec<AtomicU8>,
     /// Per page, the byte a private mapping falls back to (its file's).
     backing: Vec<u8>,
+    /// The thread that owns every page, if one does.
+    sole: Option<usize>,
+    /// The userfaultfd of a region registered for uffd-wp, or -1.
+    uffd: c_int,
+    /// Per page of such a region: protected, and neither written nor
+    /// dropped since (its uffd-wp bit must be set).
+    wp: Vec<AtomicBool>,
 }
 
 impl Shared {
@@ -137,7 +252,10 @@ fn map_shared(
         prot,
         fd,
         model,
+        wp: (0..len / PAGE).map(|_| AtomicBool::new(false)).collect(),
         backing,
+        sole: None,
+        uffd: -1,
     })
 }
 
@@ -191,8 +309,13 @@ fn worker(
         let r = &regions[i];
         let p = rng.below(r.pages());
         // A page this thread owns, near `p`.
-        let own = (p - p % threads + t).min(r.pages() - 1);
-        let owns = own % threads == t;
+        let (own, owns) = match r.sole {
+            Some(o) => (p, o == t),
+            None => {
+                let own = (p - p % threads + t).min(r.pages() - 1);
+                (own, own % threads == t)
+            }
+        };
         // The moved region: only its mover (thread 0) touches its pages.
         let touch_ok = i != moved || t == 0;
         match rng.below(16) {
@@ -210,6 +333,8 @@ fn worker(
             4 | 5 if owns && touch_ok && r.prot & PROT_WRITE != 0 => {
                 let v = (rng.next() as u8) | 1;
                 r.model[own].store(v, Relaxed);
+                // A write to a protected page takes the protection away.
+                r.wp[own].store(false, Relaxed);
                 // SAFETY: a writable page this thread owns.
                 unsafe { std::ptr::write_bytes(r.addr().add(own * PAGE), v, PAGE) };
             }
@@ -246,6 +371,7 @@ fn worker(
                     Kind::ShmemPrivate => r.model[own].store(r.backing[own], Relaxed),
                     _ => {}
                 }
+                r.wp[own].store(false, Relaxed);
                 // SAFETY: a page this thread owns.
                 let ret = ret_of(unsafe {
                     madvise(r.addr().add(own * PAGE).cast(), PAGE, MADV_DONTNEED)
@@ -297,6 +423,46 @@ fn worker(
                     };
                 }
             }
+            14 if owns && r.sole.is_some() && r.kind == Kind::ShmemShared => {
+                // Truncate, and extend again: the pages past the cut are
+                // holes. No other thread touches this region's pages.
+                let cut = 1 + rng.below(r.pages() - 1);
+                for q in cut..r.pages() {
+                    r.model[q].store(0, Relaxed);
+                }
+                // SAFETY: our own memfd.
+                let ret = unsafe {
+                    ret_of(ftruncate(r.fd, (cut * PAGE) as c_long))
+                        + ret_of(ftruncate(r.fd, r.len as c_long))
+                };
+                note(seen, "truncate", ret);
+            }
+            15 if owns && r.uffd >= 0 => {
+                // Up to 16 pages, all this thread's.
+                let n = (1 + rng.below(16)).min(r.pages() - own);
+                let mut wp = UffdioWriteprotect {
+                    range: UffdioRange {
+                        start: (r.addr() as usize + own * PAGE) as u64,
+                        len: (n * PAGE) as u64,
+                    },
+                    mode: UFFDIO_WRITEPROTECT_MODE_WP,
+                };
+                // Protected before the ioctl returns: marked after it.
+                // SAFETY: the ioctl reads `wp`, pages of the registered range.
+                let ret = ret_of(unsafe {
+                    ioctl(
+                        r.uffd,
+                        UFFDIO_WRITEPROTECT,
+                        &mut wp as *mut UffdioWriteprotect,
+                    )
+                });
+                if ret == 0 {
+                    for q in own..own + n {
+                        r.wp[q].store(true, Relaxed);
+                    }
+                }
+                note(seen, "writeprotect", ret);
+            }
             13 => {
                 // SAFETY: the child only exits; fork() copies the tables
                 // (anonymous) or not (shared), racing the collapses.
@@ -324,6 +490,10 @@ pub(crate) fn run(dir: &Option<String>, seed: u64, steps: usize, threads: usize)
     if dir.is_some() {
         kinds.push((Kind::FilePrivate, 1));
     }
+    // One owner each: the truncated memfd, and the uffd-wp region.
+    let (truncated, protected) = (kinds.len(), kinds.len() + 1);
+    kinds.push((Kind::ShmemShared, 1));
+    kinds.push((Kind::Anon, 1));
     // Last: the region thread 0 moves between two reserved slots.
     kinds.push((Kind::Anon, 1));
     let mut regions = Vec::new();
@@ -332,6 +502,12 @@ pub(crate) fn run(dir: &Option<String>, seed: u64, steps: usize, threads: usize)
             Some(r) => regions.push(r),
             None => return vec![format!("cannot map region {id} ({kind:?})")],
         }
+    }
+    regions[truncated].sole = Some(1 % threads);
+    regions[protected].sole = Some(2 % threads);
+    regions[protected].uffd = uffd_wp_register(regions[protected].addr(), regions[protected].len);
+    if regions[protected].uffd < 0 {
+        return vec![format!("cannot register region {protected} for uffd-wp")];
     }
     let other = reserve(PMD, 0);
     // SAFETY: a reservation, so that nothing else lands in the second slot.
@@ -360,6 +536,31 @@ pub(crate) fn run(dir: &Option<String>, seed: u64, steps: usize, threads: usize)
     let mut out: Vec<String> = seen.bad.clone();
     for (i, r) in regions.iter().enumerate() {
         let bad: usize = (0..r.pages()).map(|p| bad_bytes(r, p)).sum();
+        let mut wp = String::new();
+        if r.uffd >= 0 {
+            let lost = (0..r.pages())
+                .filter(|&p| r.wp[p].load(Relaxed) && uffd_wp_bit(r, p) != Some(true))
+                .count();
+            let kept = (0..r.pages()).filter(|&p| r.wp[p].load(Relaxed)).count();
+            // The owner's own seeded steps decide which: part of the record.
+            wp = format!(" wp={kept}");
+            if lost > 0 {
+                out.push(format!(
+                    "region {i}: {lost} of {kept} write-protected pages lost their uffd-wp bit"
+                ));
+            }
+            let mut range = UffdioRange {
+                start: r.addr() as u64,
+                len: r.len as u64,
+            };
+            // Unregistered, for the final collapse (which a uffd-wp
+            // VMA refuses): that clears the bits.
+            // SAFETY: the ioctl reads `range`, our registered range.
+            unsafe {
+                ioctl(r.uffd, UFFDIO_UNREGISTER, &mut range as *mut UffdioRange);
+                close(r.uffd);
+            }
+        }
         if r.kind == Kind::Anon {
             // Writable entries again, whatever the interleaving left (a
             // fork's write protection, the zero page, swap-ins): a
@@ -389,7 +590,7 @@ pub(crate) fn run(dir: &Option<String>, seed: u64, steps: usize, threads: usize)
             "-".to_string()
         };
         out.push(format!(
-            "region {i} {:?} {}ext: bad={bad} final_collapse={ret} bad_after={bad_after} huge={}kB rss={rss}",
+            "region {i} {:?} {}ext: bad={bad} final_collapse={ret} bad_after={bad_after} huge={}kB rss={rss}{wp}",
             r.kind,
             r.len / PMD,
             huge_kb(r.addr(), r.len),

@@ -813,7 +813,11 @@ fn main() {
             Mode::Serial { steps } => format!("seed-{seed} ({steps} steps)"),
             Mode::Concurrent { steps, threads } => {
                 for (imp, rec) in [("c", &c), ("rust", &r)] {
-                    for l in rec.iter().filter(|l| l.starts_with("errnos ")) {
+                    // And how many pages kept their uffd-wp protection.
+                    for l in rec
+                        .iter()
+                        .filter(|l| l.starts_with("errnos ") || l.contains(" wp="))
+                    {
                         println!("# {imp} {l}");
                     }
                 }

@@ -113,6 +113,11 @@ static bool race_over(double t0, long ok)
 	return (t >= secs && ok >= MIN_OK) || t >= CAP_FACTOR * secs;
 }
 
+static long least(long a, long b)
+{
+	return a < b ? a : b;
+}
+
 static struct shared *shared_new(void)
 {
 	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
@@ -2196,13 +2201,14 @@ static long holed_bad(int fd, int salt)
  *    cannot allocate one (SCAN_STORE_FAILED, EINVAL), or the write is seen
  *    (SCAN_PAGE_FILLED, EAGAIN). The rollback must leave the file as it
  *    was: checked after every round. Every fourth round holds the filler:
- *    with the same injection, that collapse succeeds.
+ *    with the same injection, that collapse succeeds. The case runs until
+ *    a store failed (impl_results), at most CAP_FACTOR times its time.
  */
 TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
 {
 	struct filler f = { .sh = self->sh };
 	struct counts c = { 0 }, q = { 0 };
-	long node_size, left, shmem, store_failed, bad = 0;
+	long node_size, left, shmem, base, store_failed = 0, bad = 0;
 	struct stat before, after;
 	uint8_t *p;
 	int ret, err;
@@ -2242,9 +2248,11 @@ TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
 
 	/* The first succeeds, a filler frees the node it made. */
 	ASSERT_EQ(0, start(self, filler, &f));
-	store_failed = impl_result("hpage_collapse_scan_file", "store_failed");
+	base = impl_result("hpage_collapse_scan_file", "store_failed");
+	ASSERT_GE(base, 0);
 	t0 = now();
-	while (!race_over(t0, q.ok)) {
+	/* Until the quiet rounds succeeded, and a store failed. */
+	while (!race_over(t0, least(q.ok, store_failed))) {
 		bool quiet = (c.rounds + q.rounds) % 4 == 3;
 
 		atomic_store(&self->sh->hold, quiet);
@@ -2262,10 +2270,10 @@ TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
 				       XA_CHUNK * KH_PAGE));
 		bad += holed_bad(self->fd, 17);
 		atomic_store(&self->sh->hold, false);
+		store_failed = impl_result("hpage_collapse_scan_file",
+					   "store_failed") - base;
 	}
 	stop_threads(self);
-	store_failed = impl_result("hpage_collapse_scan_file", "store_failed") -
-		       store_failed;
 	print_counts("xarray_node_alloc_fail with the filler", &c);
 	print_counts("xarray_node_alloc_fail quiet", &q);
 	fprintf(stderr, "# %ld fill+punch, %ld SCAN_STORE_FAILED\n",
@@ -2275,6 +2283,7 @@ TEST_F_TIMEOUT(races, xarray_node_alloc_fail, TIMEOUT)
 	EXPECT_EQ(0, disallowed(&c, E_AGAIN | E_INVAL));
 	EXPECT_EQ(q.rounds, q.ok);
 	EXPECT_GE(q.ok, MIN_OK);
+	EXPECT_GE(store_failed, 1);
 	EXPECT_LT(vmstat_settled("nr_isolated_file", 127), 128);
 	EXPECT_EQ(0, holed_bad(self->fd, 17));
 }
@@ -2287,11 +2296,6 @@ struct mirror_stats {
 	long checks, invalidated, changed, violations;
 	unsigned long first;
 };
-
-static long least(long a, long b)
-{
-	return a < b ? a : b;
-}
 
 static int mirror_cmd(int fd, const char *cmd)
 {

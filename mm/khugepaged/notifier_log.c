@@ -24,6 +24,8 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 
+#include "notifier_aids.h"
+
 #define NOTIFIER_LOG_RECORDS	4096
 /* "start 255 0xffffffffffffffff 0xffffffffffffffff 1\n" is 51 bytes. */
 #define NOTIFIER_LOG_LINE	64
@@ -208,6 +210,8 @@ static int __init notifier_log_init(void)
 		dir = debugfs_create_dir("khugepaged", NULL);
 	debugfs_create_file("notifier_log", 0600, dir, NULL,
 			    &notifier_log_fops);
+	debugfs_create_file("notifier_mirror", 0600, dir, NULL,
+			    &notifier_mirror_fops);
 	return 0;
 }
 late_initcall(notifier_log_init);

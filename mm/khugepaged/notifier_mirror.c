@@ -7,7 +7,8 @@
  * device keeps using: the CVE-2022-48991 class (f268f6cf875f), for a
  * collapse or page-table retraction under any load.
  *
- * open() of /sys/kernel/debug/khugepaged/notifier_mirror ties the file to
+ * open() of /sys/kernel/debug/khugepaged/notifier_mirror (created beside
+ * notifier_log, by notifier_log.c) ties the file to
  * the opener's mm; then, by write():
  *
  *	watch <start> <length>	an interval notifier on the range (once)
@@ -35,9 +36,7 @@
  * with the first address of the first).  Only the opener's threads may
  * snapshot and check.
  */
-#include <linux/debugfs.h>
 #include <linux/fs.h>
-#include <linux/init.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/mutex.h>
@@ -48,6 +47,7 @@
 #include <linux/uaccess.h>
 
 #include "../internal.h"
+#include "notifier_aids.h"
 
 /* The largest range watched: two PMDs. */
 #define NOTIFIER_MIRROR_MAX_PAGES	(2 * PTRS_PER_PMD)
@@ -279,7 +279,7 @@ static int notifier_mirror_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
-static const struct file_operations notifier_mirror_fops = {
+const struct file_operations notifier_mirror_fops = {
 	.owner = THIS_MODULE,
 	.open = notifier_mirror_open,
 	.release = notifier_mirror_release,
@@ -287,19 +287,3 @@ static const struct file_operations notifier_mirror_fops = {
 	.write = notifier_mirror_write,
 	.llseek = default_llseek,
 };
-
-static int __init notifier_mirror_init(void)
-{
-	/* Shared with impl_stats and notifier_log, whichever comes first. */
-	struct dentry *dir = debugfs_lookup("khugepaged", NULL);
-
-	/* debugfs pins its directories: the lookup's reference is not needed. */
-	if (dir)
-		dput(dir);
-	else
-		dir = debugfs_create_dir("khugepaged", NULL);
-	debugfs_create_file("notifier_mirror", 0600, dir, NULL,
-			    &notifier_mirror_fops);
-	return 0;
-}
-late_initcall(notifier_mirror_init);

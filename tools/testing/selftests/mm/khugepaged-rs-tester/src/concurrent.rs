@@ -137,15 +137,15 @@ fn uffd_wp_register(base: *mut u8, len: usize) -> c_int {
     uffd
 }
 
-/// Is page `p` of `r` uffd-wp protected (pagemap bit 57)? None if unknown.
-fn uffd_wp_bit(r: &Shared, p: usize) -> Option<bool> {
-    let f = fs::File::open("/proc/self/pagemap").ok()?;
+/// Is page `p` of `r` uffd-wp protected (pagemap bit 57, read from
+/// `pagemap`, this process's)? None if unknown.
+fn uffd_wp_bit(pagemap: &fs::File, r: &Shared, p: usize) -> Option<bool> {
     let mut ent = 0u64;
     let off = (r.addr() as usize + p * PAGE) / PAGE * 8;
     // SAFETY: an 8-byte read into `ent`.
     let n = unsafe {
         pread(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
+            std::os::fd::AsRawFd::as_raw_fd(pagemap),
             (&mut ent as *mut u64).cast(),
             8,
             off as c_long,
@@ -538,8 +538,13 @@ pub(crate) fn run(dir: &Option<String>, seed: u64, steps: usize, threads: usize)
         let bad: usize = (0..r.pages()).map(|p| bad_bytes(r, p)).sum();
         let mut wp = String::new();
         if r.uffd >= 0 {
+            // Opened once for the region's pages.
+            let pagemap = fs::File::open("/proc/self/pagemap").ok();
             let lost = (0..r.pages())
-                .filter(|&p| r.wp[p].load(Relaxed) && uffd_wp_bit(r, p) != Some(true))
+                .filter(|&p| {
+                    r.wp[p].load(Relaxed)
+                        && pagemap.as_ref().and_then(|f| uffd_wp_bit(f, r, p)) != Some(true)
+                })
                 .count();
             let kept = (0..r.pages()).filter(|&p| r.wp[p].load(Relaxed)).count();
             // The owner's own seeded steps decide which: part of the record.

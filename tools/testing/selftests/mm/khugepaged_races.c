@@ -1998,7 +1998,8 @@ static long truncated_bad(int fd, const uint8_t *p, const uint8_t *buf,
  * waits for the folios the collapse holds locked, and then must find
  * either the small folios (the collapse gave up: SCAN_TRUNCATED, or it
  * found them gone) or the new THP, which it splits. Each round maps the
- * file, collapses it while truncate(2) runs after a random delay, checks
+ * file, evicts its upper half every other round (the collapse reads it
+ * in), collapses it while truncate(2) runs after a random delay, checks
  * what is left below the new size, mapped and read, then has the tail
  * written back, and reads every byte in again and checks it.
  */
@@ -2042,6 +2043,16 @@ TEST_F_TIMEOUT(races, ext4_truncate_collapse, TIMEOUT)
 		 */
 		t.delay = rand_r(&seed) % 2 ? rand_r(&seed) % 4000 :
 			  20000 + rand_r(&seed) % 80000;
+		/*
+		 * Every other round the upper half is evicted: the collapse
+		 * must read it in, with the lower half's folios locked if it
+		 * does so as it comes to it (readahead takes the
+		 * invalidate_lock that truncation holds while it waits for
+		 * those folios).
+		 */
+		if (round % 2)
+			posix_fadvise(self->fd, PMD_SIZE / 2, PMD_SIZE / 2,
+				      POSIX_FADV_DONTNEED);
 		atomic_store(&t.go, round);
 		count(&c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
 		ASSERT_EQ(0, wait_round(self->sh, &t.truncated, round));

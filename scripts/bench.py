@@ -37,6 +37,7 @@ ROWS = [
     ("retract-1", "collapse + retract, 1 VMA"),
     ("retract-16", "collapse + retract, 16 VMAs"),
     ("retract-256", "collapse + retract, 256 VMAs"),
+    ("retract-1024", "collapse + retract, 1024 VMAs"),
     ("khugepaged-scan", "khugepaged CPU per 2 MiB collapsed"),
 ]
 # The Rust code each row runs with impl=rust (the rest is common C).
@@ -52,6 +53,7 @@ RUST_PART = {
     "retract-1": "scan_file, retract, pte_mapped",
     "retract-16": "scan_file, retract, pte_mapped",
     "retract-256": "scan_file, retract, pte_mapped",
+    "retract-1024": "scan_file, retract, pte_mapped",
     "khugepaged-scan": "scan loop, scan_pmd, collapse_anon",
 }
 
@@ -171,9 +173,11 @@ def config_line(path):
     return f"kernel config ({path}): " + " ".join(on) + "; not set: " + " ".join(off)
 
 
-# Rows that wait for khugepaged's thread or a timer: their figures move by
-# whole scheduler ticks (4 ms at HZ=250), also under -icount.
-TICK_ROWS = {"uprobe-heal", "khugepaged-scan"}
+# Rows that wait for a timer (uprobe removal's RCU grace periods): their
+# figures move by whole scheduler ticks (4 ms at HZ=250), also under -icount.
+# (khugepaged-scan is khugepaged's CPU-time clock, to the nanosecond.)
+TICK_ROWS = {"uprobe-heal"}
+RETRACT_VMAS = (1, 16, 256, 1024)
 
 
 def print_icount(arch, runs):
@@ -246,7 +250,7 @@ def main():
         slopes = {}
         for impl in ("c", "rust"):
             pts = [(n, statistics.median(data[f"retract-{n}"][impl]))
-                   for n in (1, 16, 256) if impl in data.get(f"retract-{n}", {})]
+                   for n in RETRACT_VMAS if impl in data.get(f"retract-{n}", {})]
             slopes[impl] = slope(pts)
         prof = parse_profile(log)
         summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes,
@@ -281,6 +285,17 @@ def main():
         if icount_runs:
             good, worst = print_icount(arch, icount_runs)
             ok = ok and good
+            byrow = {x["row"]: x for x in icount_runs[0][1] if not x.get("missing")}
+            islopes = {}
+            for impl in ("c", "rust"):
+                pts = [(n, byrow[f"retract-{n}"][f"{impl}_median_us"] * 1000)
+                       for n in RETRACT_VMAS if f"retract-{n}" in byrow]
+                islopes[impl] = slope(pts)
+            summary[arch]["icount_retract_slope_kinstr_per_vma"] = islopes
+            if islopes.get("c") and islopes.get("rust") is not None:
+                print(f"retract slope by instructions (per extra VMA): C {islopes['c']:.2f}, "
+                      f"Rust {islopes['rust']:.2f} k-instructions/VMA, "
+                      f"Rust/C {islopes['rust'] / islopes['c']:.3f}")
             iprof = parse_profile(extra[arch][icount_runs[0][0]])
             print()
             print(f"{arch}: the profile again under -icount, where the cpu-clock event "

@@ -31,8 +31,13 @@ arm64)	KARCH=arm64; KIMAGE=arch/arm64/boot/Image; CROSS=aarch64-linux-gnu-
 *)	echo "unsupported ARCH=$ARCH" >&2; exit 1 ;;
 esac
 
+# The clang and llvm-link of rustc's LLVM, which CONFIG_RUST_INLINE_HELPERS
+# needs to read rustc's bitcode (the kernel's C compiler is clang 19).
+RUST_LLVM=/usr/lib/llvm-$(/usr/bin/rustc -vV 2>/dev/null | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')/bin
+
 KMAKE=(make -C "$SRC" O="$BUILD" ARCH="$KARCH" LLVM=1
 	RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+	RUST_CLANG="$RUST_LLVM/clang" RUST_LLVM_LINK="$RUST_LLVM/llvm-link"
 	BINDGEN="$BINDGEN_DIR/bin/bindgen"
 	CLIPPY_DRIVER=/usr/bin/clippy-driver)
 

@@ -17,9 +17,13 @@ PKGS=(
 	linux-source-6.12
 	rustc-web rust-web-src rust-web-clippy rustfmt-web
 	clang-19 lld-19 llvm-19 libclang-19-dev
+	clang-22 llvm-22
 	flex bison bc libelf-dev libssl-dev cpio kmod xz-utils make gcc
 	busybox-static e2fsprogs python3 rsync gnuplot-nox
 )
+# clang-22 and llvm-22 (bookworm-security): clang and llvm-link on the LLVM
+# of rustc-web, for CONFIG_RUST_INLINE_HELPERS (patch 0019); the kernel
+# itself builds with clang 19.
 BPO_PKGS=(qemu-system-x86 qemu-system-arm)
 # arm64 guests: cross compiler and static libc for the test binaries.
 PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)

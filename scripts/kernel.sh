@@ -53,4 +53,14 @@ if grep -nE "^\S*$PROJECT\S*:[0-9]+:[0-9]+: warning:|^\s*--> \S*$PROJECT|objtool
 	done
 	die "compiler warnings in the project's code (see $BLOG)"
 fi
+# CONFIG_RUST_INLINE_HELPERS (patch 0019): no helper may be left out of line
+# in the Rust khugepaged; the internalized copy of one that LLVM did not
+# inline stays as a local rust_helper_* function, an undefined reference
+# means the object was not built through bitcode at all.
+if grep -q '^CONFIG_RUST_INLINE_HELPERS=y' "$BUILD/.config"; then
+	left=$("$RUST_LLVM/llvm-nm" "$BUILD/mm/khugepaged/khugepaged_rs.o" | grep -c ' rust_helper_' || true)
+	[ "$left" -eq 0 ] ||
+		die "CONFIG_RUST_INLINE_HELPERS: $left helper(s) not inlined in mm/khugepaged/khugepaged_rs.o"
+	say "inline helpers: none left out of line in mm/khugepaged/khugepaged_rs.o"
+fi
 say "built $BUILD/$KIMAGE in $(( $(date +%s) - start ))s"

@@ -155,7 +155,8 @@ def rows_of(data):
 
 # What makes a kernel production-like or not, printed with the results.
 CONFIG_SHOWN = ["PREEMPT", "PREEMPT_VOLUNTARY", "PREEMPT_NONE", "NR_CPUS", "HZ", "NUMA",
-                "MEMCG", "TRANSPARENT_HUGEPAGE", "KHUGEPAGED_RUST", "LOCKDEP", "PROVE_LOCKING",
+                "MEMCG", "TRANSPARENT_HUGEPAGE", "KHUGEPAGED_RUST", "RUST_INLINE_HELPERS",
+                "LOCKDEP", "PROVE_LOCKING",
                 "KASAN", "DEBUG_VM", "PAGE_TABLE_CHECK", "DEBUG_LIST", "DEBUG_ATOMIC_SLEEP",
                 "FAULT_INJECTION", "KCOV", "UBSAN"]
 
@@ -217,7 +218,7 @@ def print_icount(arch, runs):
     if rest:
         print(f"{arch}: the two -icount boots ({name1}, {rest[0][0]}) agree within "
               f"{worst * 100:.2f}% on the median of every per-call row (furthest: {worst_row}); "
-              f"the rows that wait for khugepaged or a timer ({', '.join(sorted(TICK_ROWS))}) "
+              f"the rows that wait for a timer ({', '.join(sorted(TICK_ROWS))}) "
               f"move by whole ticks, up to {tick_worst * 100:.1f}%")
     return ok, worst
 

@@ -234,6 +234,14 @@ def slope(points):
     return sum((x - mx) * (y - my) for x, y in points) / den / 1000 if den else None
 
 
+def retract_slopes(rows):
+    """Per implementation, the slope of the retract rows' medians over VMAs."""
+    byrow = {x["row"]: x for x in rows if not x.get("missing")}
+    return {impl: slope([(n, byrow[f"retract-{n}"][f"{impl}_median_us"] * 1000)
+                         for n in RETRACT_VMAS if f"retract-{n}" in byrow])
+            for impl in ("c", "rust")}
+
+
 def main():
     outdir, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
     os.makedirs(outdir, exist_ok=True)
@@ -248,11 +256,7 @@ def main():
     for arch, log in [(k, v) for k, v in pairs if ":" not in k]:
         data, platform = parse(log)
         rows = rows_of(data)
-        slopes = {}
-        for impl in ("c", "rust"):
-            pts = [(n, statistics.median(data[f"retract-{n}"][impl]))
-                   for n in RETRACT_VMAS if impl in data.get(f"retract-{n}", {})]
-            slopes[impl] = slope(pts)
+        slopes = retract_slopes(rows)
         prof = parse_profile(log)
         summary[arch] = {"platform": platform, "rows": rows, "retract_slope_us_per_vma": slopes,
                          "profile": prof}
@@ -286,12 +290,7 @@ def main():
         if icount_runs:
             good, worst = print_icount(arch, icount_runs)
             ok = ok and good
-            byrow = {x["row"]: x for x in icount_runs[0][1] if not x.get("missing")}
-            islopes = {}
-            for impl in ("c", "rust"):
-                pts = [(n, byrow[f"retract-{n}"][f"{impl}_median_us"] * 1000)
-                       for n in RETRACT_VMAS if f"retract-{n}" in byrow]
-                islopes[impl] = slope(pts)
+            islopes = retract_slopes(icount_runs[0][1])
             summary[arch]["icount_retract_slope_kinstr_per_vma"] = islopes
             if islopes.get("c") and islopes.get("rust") is not None:
                 print(f"retract slope by instructions (per extra VMA): C {islopes['c']:.2f}, "

@@ -38,7 +38,7 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
 use kernel::mm::folio::{IsolatedList, NewFolio};
 use kernel::mm::mmu_notifier::MmuNotifierRange;
-use kernel::mm::pgtable::{Pmd, PmdId, PteMap, PteMapLock, Unmapped};
+use kernel::mm::pgtable::{CheckedPtes, DetachedEntry, Pmd, PmdId, PteMapLock, Unmapped};
 use kernel::mm::virt::Vma;
 use kernel::mm::{MmapLocked, MmapReadGuard, MmapWriteGuard, HPAGE_PMD_NR};
 
@@ -51,46 +51,37 @@ use crate::scan_file::is_refcount_suitable;
 /// checks every entry and locks and isolates every folio it maps, onto
 /// `isolated` in the order of their first entries (C keeps the small ones
 /// in the table and the large ones on `compound_pagelist`; one list is
-/// the same set). On failure the caller releases the list.
-fn isolate(
+/// the same set). The table comes back checked, its lock released; on
+/// failure the caller releases the list.
+fn isolate<'p>(
     vma: &Vma<'_>,
     address: c_ulong,
-    ptes: &PteMapLock<'_>,
+    ptes: PteMapLock<'p>,
     cc: &CollapseControl,
     isolated: Pin<&IsolatedList>,
-) -> ScanResult {
+) -> ScanResult<CheckedPtes<'p>> {
     let max = MaxPtes::read();
     let (mut none_or_zero, mut shared, mut referenced) = (0, 0, 0);
     let mut writable = false;
     let mut pfn = None;
-    let mut result = Ok(());
 
-    for i in 0..HPAGE_PMD_NR {
-        let Some(pte) = ptes.get(i) else { break };
+    let checked = ptes.check_detached(SCAN_PAGE_NULL, |i, entry| {
         let addr = address + i as c_ulong * PAGE_SIZE;
-        if pte.is_none_or_zero() {
-            none_or_zero += 1;
-            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
-                continue;
+        let (pte, folio) = match entry {
+            DetachedEntry::Hole(_) => {
+                none_or_zero += 1;
+                if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
+                    return Ok(());
+                }
+                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
+                return Err(SCAN_EXCEED_NONE_PTE);
             }
-            result = Err(SCAN_EXCEED_NONE_PTE);
-            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
-            break;
-        }
-        if !pte.is_present() {
-            result = Err(SCAN_PTE_NON_PRESENT);
-            break;
-        }
-        if pte.uffd_wp() {
-            result = Err(SCAN_PTE_UFFD_WP);
-            break;
-        }
-        let folio = match ptes.normal_folio(i) {
-            Some((f, _)) if !f.is_zone_device() => f,
-            _ => {
-                result = Err(SCAN_PAGE_NULL);
-                break;
+            DetachedEntry::Other(pte) if !pte.is_present() => return Err(SCAN_PTE_NON_PRESENT),
+            DetachedEntry::Other(pte) | DetachedEntry::Page(pte, _) if pte.uffd_wp() => {
+                return Err(SCAN_PTE_UFFD_WP)
             }
+            DetachedEntry::Page(pte, folio) if !folio.is_zone_device() => (pte, folio),
+            _ => return Err(SCAN_PAGE_NULL),
         };
         pfn = Some(folio.pfn());
 
@@ -98,9 +89,8 @@ fn isolate(
         if folio.likely_mapped_shared() {
             shared += 1;
             if cc.is_khugepaged && shared > max.shared {
-                result = Err(SCAN_EXCEED_SHARED_PTE);
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
-                break;
+                return Err(SCAN_EXCEED_SHARED_PTE);
             }
         }
 
@@ -108,25 +98,15 @@ fn isolate(
         if !(folio.is_large() && isolated.contains(folio)) {
             // The folio cannot be freed under us (mapped by the locked
             // table); its lock serialises against split_huge_page().
-            let Some(locked) = folio.trylock() else {
-                result = Err(SCAN_PAGE_LOCK);
-                break;
-            };
+            let locked = folio.trylock().ok_or(SCAN_PAGE_LOCK)?;
             // GUP (or other external) pins: this process cannot take new
             // ones, the table being detached; another one that shares the
             // page after fork can only trigger CoW.
             if !is_refcount_suitable(&locked) {
-                result = Err(SCAN_PAGE_COUNT);
-                break;
+                return Err(SCAN_PAGE_COUNT);
             }
             // Off the LRU, so that the VM leaves it alone while collapsing.
-            match locked.isolate_lru() {
-                Ok(folio) => isolated.push(folio),
-                Err(_) => {
-                    result = Err(SCAN_DEL_PAGE_LRU);
-                    break;
-                }
-            }
+            isolated.push(locked.isolate_lru().map_err(|_| SCAN_DEL_PAGE_LRU)?);
         }
 
         // khugepaged wants enough young PTEs to justify a collapse.
@@ -140,24 +120,28 @@ fn isolate(
         if pte.is_write() {
             writable = true;
         }
-    }
+        Ok(())
+    });
 
-    if result.is_ok() {
+    let checked = checked.and_then(|checked| {
         if !writable {
-            result = Err(SCAN_PAGE_RO);
+            Err(SCAN_PAGE_RO)
         } else if cc.is_khugepaged && referenced == 0 {
-            result = Err(SCAN_LACK_REFERENCED_PAGE);
+            Err(SCAN_LACK_REFERENCED_PAGE)
+        } else {
+            Ok(checked)
         }
-    }
+    });
+    let result = checked.as_ref().map(|_| ()).map_err(|e| *e);
     khugepaged_c::trace_collapse_isolate(pfn, none_or_zero, referenced, writable, result);
-    result
+    checked
 }
 
 /// `__collapse_huge_page_copy()`: copies the range into `folio`, each page
 /// with `copy_mc_user_highpage()`, holes zeroed. Stops at a memory error
 /// and returns `SCAN_COPY_MC`.
-fn copy(ptes: &PteMap<'_>, folio: &NewFolio) -> ScanResult {
-    if (0..HPAGE_PMD_NR).all(|i| ptes.copy_detached(i, folio)) {
+fn copy(ptes: &CheckedPtes<'_>, folio: &NewFolio) -> ScanResult {
+    if (0..HPAGE_PMD_NR).all(|i| ptes.copy(i, folio)) {
         Ok(())
     } else {
         Err(SCAN_COPY_MC)
@@ -167,33 +151,45 @@ fn copy(ptes: &PteMap<'_>, folio: &NewFolio) -> ScanResult {
 /// `__collapse_huge_page_copy_succeeded()`: unmaps every entry of the
 /// detached table and frees the pages that are now copied, ending the
 /// isolation of their folios: a small folio's as its entry goes, a large
-/// one's once all of its entries are gone. `isolate()` succeeded on this
-/// table with `isolated`.
-fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>) {
-    for i in 0..HPAGE_PMD_NR {
+/// one's once all of its entries are gone. The entries of a large folio
+/// go a run at a time, one rmap and reference update per run, as in
+/// 6.17; the holes are counted in `MM_ANONPAGES` at once. `isolate()`
+/// succeeded on this table with `isolated`.
+fn copy_succeeded(ptes: &CheckedPtes<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>) {
+    let mut holes = 0;
+    let mut i = 0;
+    while i < HPAGE_PMD_NR {
+        // A none entry needs no lock: only this map changes the table.
+        if ptes.get(i).is_some_and(|pte| pte.is_none()) {
+            holes += 1;
+            i += 1;
+            continue;
+        }
         // The PTE lock is mostly unnecessary here; it also disables
-        // preemption for the per-cpu stats of folio_remove_rmap_pte().
+        // preemption for the per-cpu stats of folio_remove_rmap_ptes().
         let unmapped = {
             let held = ptes.lock();
-            ptes.unmap_detached(&held, i)
+            ptes.unmap(&held, i)
         };
-        let page = match unmapped {
+        let pages = match unmapped {
             // A hole becomes a page of the THP.
             Unmapped::None | Unmapped::ZeroPage => {
-                vma.add_mm_counter(bindings::MM_ANONPAGES as i32, 1);
+                holes += 1;
+                i += 1;
                 continue;
             }
-            Unmapped::Page(page) => page,
-            // Cannot be: isolate() accepted every entry, and only this map
-            // changes them. The huge PMD would be refused over it.
+            Unmapped::Pages(pages) => pages,
+            // Cannot be: the table is checked, `i` in range.
             Unmapped::Refused => {
                 warn_on_once(true);
+                i += 1;
                 continue;
             }
         };
+        i += pages.nr();
         // The list is in the order of first entries: a folio met for the
         // first time is at its head.
-        if isolated.first_pfn() == Some(page.folio().pfn()) {
+        if isolated.first_pfn() == Some(pages.folio().pfn()) {
             if let Some(folio) = isolated.pop() {
                 if folio.is_large() {
                     // Released below, once every entry is gone.
@@ -205,7 +201,10 @@ fn copy_succeeded(ptes: &PteMap<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>
                 }
             }
         }
-        drop(page);
+        drop(pages);
+    }
+    if holes != 0 {
+        vma.add_mm_counter(bindings::MM_ANONPAGES as i32, holes);
     }
     // What is left is the large folios, every entry of which is gone.
     while let Some(folio) = isolated.pop() {
@@ -306,23 +305,14 @@ fn collapse_locked(
         return Err(SCAN_FAIL);
     };
     IsolatedList::with(|isolated| {
+        // On a failure, what is left goes in the reverse order of these
+        // bindings: the table back before the anon_vma lock is released,
+        // and both before the isolated folios are (when `with` returns).
+        let av = av;
+        let detached = detached;
         // Waits for GUP-fast walkers that saw the table before the flush.
-        let Some(ptes) = detached.map_lock() else {
-            // The table goes back before the anon_vma lock is released.
-            drop(detached);
-            drop(av);
-            return Err(SCAN_PMD_NULL);
-        };
-        let result = isolate(&vma, address, &ptes, cc, isolated);
-        let ptes = ptes.unlock();
-        if result.is_err() {
-            drop(ptes);
-            // The table goes back before the anon_vma lock is released,
-            // and before the isolated folios are (when `with` returns).
-            drop(detached);
-            drop(av);
-            return result;
-        }
+        let ptes = detached.map_lock().ok_or(SCAN_PMD_NULL)?;
+        let ptes = isolate(&vma, address, ptes, cc, isolated)?;
         // Every folio is isolated and locked: anon rmap walks skip them.
         drop(av);
 

@@ -596,12 +596,7 @@ void rust_helper_folio_remove_rmap_pte(struct folio *folio, struct page *page,
 	folio_remove_rmap_pte(folio, page, vma);
 }
 
-/* Functions with CONFIG_SWAP, inlines or macros without. */
-void rust_helper_mm_free_page_and_swap_cache(struct page *page)
-{
-	free_page_and_swap_cache(page);
-}
-
+/* A function with CONFIG_SWAP, an inline without. */
 void rust_helper_mm_free_swap_cache(struct folio *folio)
 {
 	free_swap_cache(folio);
@@ -669,6 +664,11 @@ void rust_helper_mmu_notifier_invalidate_range_end(struct mmu_notifier_range *ra
 }
 
 #endif /* CONFIG_TRANSPARENT_HUGEPAGE */
+
+void rust_helper_folio_put_refs(struct folio *folio, int refs)
+{
+	folio_put_refs(folio, refs);
+}
 
 struct page *rust_helper_pfn_to_page(unsigned long pfn)
 {

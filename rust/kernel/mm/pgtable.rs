@@ -188,7 +188,6 @@ impl<'a> Pmd<'a> {
             // SAFETY: `ptl` is set whenever a table was mapped.
             ptl: unsafe { NonNull::new_unchecked(ptl) },
             pmd: self,
-            detached: false,
         })
     }
 }
@@ -447,7 +446,6 @@ impl<'p> PteMapLock<'p> {
             ptes: this.ptes,
             ptl: this.ptl,
             pmd: this.pmd,
-            detached: this.detached,
         }
     }
 
@@ -541,8 +539,6 @@ pub struct PteMap<'p> {
     pub(super) ptes: NonNull<bindings::pte_t>,
     pub(super) ptl: NonNull<bindings::spinlock_t>,
     pub(super) pmd: &'p Pmd<'p>,
-    // A table detached by `DetachedPtes`, which the map borrows.
-    pub(super) detached: bool,
 }
 
 impl<'p> PteMap<'p> {
@@ -585,137 +581,261 @@ impl<'p> PteMap<'p> {
     }
 }
 
-/// What [`PteMap::unmap_detached`] did with an entry.
+/// An entry of a detached table, as [`PteMapLock::check_detached`] shows
+/// it.
+pub enum DetachedEntry<'a> {
+    /// None, or mapping the zero page: a hole, which a collapse fills with
+    /// zeroes.
+    Hole(Pte),
+    /// A present entry and the folio of the normal page it maps, as
+    /// `vm_normal_page()` sees it (zone-device pages included,
+    /// [`Folio::is_zone_device`]). The folio stays live while the entry
+    /// maps it.
+    Page(Pte, &'a Folio),
+    /// Anything else: not present (a swap or migration entry, a marker) or
+    /// mapping no normal page (a special or PFN mapping).
+    Other(Pte),
+}
+
+impl<'p> PteMapLock<'p> {
+    /// Shows `f` every entry of a detached table (a map from
+    /// [`DetachedPtes::map_lock`]) in order, under the lock, and stops at
+    /// the first error `f` returns. The page each present entry maps is
+    /// looked up once (`vm_normal_page()`), here: if `f` accepts every
+    /// entry and each is a hole or maps a normal page, the lock is
+    /// released and the result, a [`CheckedPtes`], copies and unmaps the
+    /// entries without looking their pages up again (`pte_page()`), as
+    /// 6.12's `__collapse_huge_page_copy()` does after the isolation.
+    ///
+    /// `other` is the error if `f` accepts a [`DetachedEntry::Other`], or if
+    /// this is a map of a table in place (then `f` sees nothing).
+    #[inline]
+    pub fn check_detached<E>(
+        self,
+        other: E,
+        mut f: impl FnMut(usize, DetachedEntry<'_>) -> Result<(), E>,
+    ) -> Result<CheckedPtes<'p>, E> {
+        if !self.detached {
+            return Err(other);
+        }
+        let mut all_normal = true;
+        for i in 0..HPAGE_PMD_NR {
+            // SAFETY: `i` is within the mapped entries (type invariant).
+            let pte = unsafe { Pte::from_raw(bindings::ptep_get(self.ptes.as_ptr().add(i))) };
+            let entry = if pte.is_none_or_zero() {
+                DetachedEntry::Hole(pte)
+            } else if !pte.is_present() {
+                DetachedEntry::Other(pte)
+            } else {
+                let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+                // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte`
+                // is a present entry read under its table's lock.
+                let page =
+                    unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.raw) };
+                if page.is_null() {
+                    DetachedEntry::Other(pte)
+                } else {
+                    // SAFETY: a mapped page; its folio is live while the
+                    // entry maps it, which the held lock keeps.
+                    DetachedEntry::Page(pte, unsafe { Folio::from_raw(bindings::page_folio(page)) })
+                }
+            };
+            all_normal &= !matches!(entry, DetachedEntry::Other(_));
+            f(i, entry)?;
+        }
+        if !all_normal {
+            return Err(other);
+        }
+        // INVARIANT: a detached table's map, every entry of which is a hole
+        // or maps a normal page (checked above under the lock); only maps
+        // of the detached table, which clear entries and nothing else,
+        // change them.
+        Ok(CheckedPtes { map: self.unlock() })
+    }
+}
+
+/// A detached table whose entries were checked by
+/// [`PteMapLock::check_detached`]: each is a hole or maps a normal page.
+/// Mapped, its lock not held ([`CheckedPtes::lock`] takes it).
+///
+/// # Invariants
+///
+/// `map` is a map of a detached table, every entry of which is none, maps
+/// the zero page, or is present and maps a normal page (one that
+/// `vm_normal_page()` returns). Only maps of the detached table change its
+/// entries, and only to none, so this stays true while `map` lives.
+#[must_use = "the table is unmapped when the guard is dropped"]
+pub struct CheckedPtes<'p> {
+    map: PteMap<'p>,
+}
+
+/// What [`CheckedPtes::unmap`] did with entry `i`.
 pub enum Unmapped {
     /// The entry was none: nothing done.
     None,
     /// The entry mapped the zero page: cleared (`ksm_might_unmap_zero_page()`
     /// told).
     ZeroPage,
-    /// The entry mapped a normal page: cleared, its rmap removed; the
-    /// reference it held is in the [`UnmappedPage`].
-    Page(UnmappedPage),
-    /// Not unmapped: not a detached table's map, `held` not its lock, an
-    /// index out of range, or an entry that is not present or maps no
-    /// normal page.
+    /// The entry and those after it that map the next pages of the same
+    /// large folio (a run that `folio_pte_batch()` finds) were cleared and
+    /// their rmap removed; the references they held are in the
+    /// [`UnmappedPages`].
+    Pages(UnmappedPages),
+    /// Not unmapped: `held` is not the table's lock, or `i` is out of
+    /// range.
     Refused,
 }
 
-/// A page whose page-table entry was cleared and whose rmap was removed,
-/// with the reference the entry held; dropping it puts that reference
-/// (`free_page_and_swap_cache()`), which frees a page nobody else holds.
+/// The pages of a run of page-table entries that were cleared and whose
+/// rmap was removed, with the references the entries held; dropping it
+/// puts them (`free_swap_cache()`, then `folio_put_refs()`), which frees a
+/// folio nobody else holds.
 ///
 /// # Invariants
 ///
-/// This object owns one reference on `page`, which no entry reachable by
-/// the MMU maps any more.
-#[must_use = "the page is put when dropped"]
-pub struct UnmappedPage {
-    page: NonNull<bindings::page>,
+/// This object owns `nr` references on `folio`, which no entry reachable
+/// by the MMU maps any more (from page `page`, `nr` of them).
+#[must_use = "the pages are put when dropped"]
+pub struct UnmappedPages {
+    folio: NonNull<bindings::folio>,
+    nr: usize,
 }
 
-impl UnmappedPage {
-    /// The page's folio, which the reference keeps live.
+impl UnmappedPages {
+    /// The pages' folio, which the references keep live.
     #[inline]
     pub fn folio(&self) -> &Folio {
         // SAFETY: referenced by this object (type invariant).
-        unsafe { Folio::from_raw(bindings::page_folio(self.page.as_ptr())) }
+        unsafe { Folio::from_raw(self.folio.as_ptr()) }
+    }
+
+    /// How many entries were unmapped: the run starts at the entry given to
+    /// [`CheckedPtes::unmap`].
+    #[inline]
+    pub fn nr(&self) -> usize {
+        self.nr
     }
 }
 
-impl Drop for UnmappedPage {
+impl Drop for UnmappedPages {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: we own one reference (type invariant); no TLB entry can
-        // reach the page any more.
-        unsafe { bindings::mm_free_page_and_swap_cache(self.page.as_ptr()) };
+        // SAFETY: we own `nr` references (type invariant); no TLB entry can
+        // reach the pages any more.
+        unsafe {
+            bindings::mm_free_swap_cache(self.folio.as_ptr());
+            bindings::folio_put_refs(self.folio.as_ptr(), self.nr as c_int);
+        }
     }
 }
 
-impl PteMap<'_> {
-    /// Unmaps entry `i` of a detached table (a map from
-    /// [`DetachedPtes::map_lock`]) under its lock `held`: clears it and, for
-    /// a normal page, removes its rmap (`folio_remove_rmap_pte()`, under
-    /// the lock, which keeps preemption off for the per-cpu counters). No
-    /// TLB flush is needed: the detach flushed the range, and the MMU cannot
-    /// reach the table meanwhile.
+impl<'p> CheckedPtes<'p> {
+    /// Takes the table's lock (see [`PteMap::lock`]).
     #[inline]
-    pub fn unmap_detached(&self, held: &(impl PtlHeld + ?Sized), i: usize) -> Unmapped {
-        if !self.detached || held.held_ptl() != self.ptl.as_ptr() {
+    pub fn lock(&self) -> PteLock<'_> {
+        self.map.lock()
+    }
+
+    /// Reads entry `i`, or `None` past the PMD range.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Pte> {
+        self.map.get(i)
+    }
+
+    /// The page that present entry `pte` of this table maps.
+    #[inline]
+    fn page_of(pte: Pte) -> Option<NonNull<bindings::page>> {
+        // SAFETY: entries that are present map a normal page (type
+        // invariant), whose pfn has a `struct page`.
+        NonNull::new(unsafe { bindings::pfn_to_page(pte.pfn()?) })
+    }
+
+    /// Copies what entry `i` maps into page `i` of `dst`
+    /// (`copy_mc_user_highpage()`), or zeroes that page for a hole
+    /// (`clear_user_highpage()`). `false` on a memory error in the source
+    /// (machine check), and (copying nothing) if `i` is out of range.
+    #[inline]
+    pub fn copy(&self, i: usize, dst: &NewFolio) -> bool {
+        let (Some(pte), true) = (self.get(i), i < dst.nr) else {
+            return false;
+        };
+        let vma = self.map.pmd.vma;
+        let addr = self.map.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let to = dst.page(i);
+        let Some(from) = Self::page_of(pte).filter(|_| !pte.is_zero_page()) else {
+            // SAFETY: `to` is a page of `dst`, which nothing maps.
+            unsafe { bindings::clear_user_highpage(to, addr) };
+            return true;
+        };
+        // SAFETY: `from` is mapped by the entry, which holds a reference and
+        // only maps of the detached table change (type invariant); `to` is a
+        // page of `dst`.
+        unsafe { bindings::copy_mc_user_highpage(to, from.as_ptr(), addr, vma.as_ptr()) == 0 }
+    }
+
+    /// Unmaps entry `i` under the table's lock `held`: clears it and, for a
+    /// normal page, removes its rmap (`folio_remove_rmap_ptes()`, under
+    /// the lock, which keeps preemption off for the per-cpu counters). For
+    /// a page of a large folio the entries after it that map the folio's
+    /// next pages go too, in one rmap update (`folio_pte_batch()`, as
+    /// 6.17's `__collapse_huge_page_copy_succeeded()`). No TLB flush is
+    /// needed: the detach flushed the range, and the MMU cannot reach the
+    /// table meanwhile.
+    #[inline]
+    pub fn unmap(&self, held: &(impl PtlHeld + ?Sized), i: usize) -> Unmapped {
+        if held.held_ptl() != self.map.ptl.as_ptr() {
             return Unmapped::Refused;
         }
         let Some(pte) = self.get(i) else {
             return Unmapped::Refused;
         };
+        let vma = self.map.pmd.vma;
+        let mm = vma.mm();
+        let addr = self.map.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: `i` is within the mapped entries.
+        let ptep = unsafe { self.map.ptes.as_ptr().add(i) };
         if pte.is_none() {
             return Unmapped::None;
         }
-        if !pte.is_present() {
+        // Cannot fail: entries that are not none are present (type
+        // invariant).
+        let Some(page) = Self::page_of(pte) else {
             return Unmapped::Refused;
-        }
-        let vma = self.pmd.vma;
-        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
-        let page = if pte.is_zero_page() {
-            None
-        } else {
-            // SAFETY: the VMA is valid; `pte` is a present entry read under
-            // the lock.
-            match NonNull::new(unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) }) {
-                Some(page) => Some(page),
-                None => return Unmapped::Refused,
+        };
+        if pte.is_zero_page() {
+            // SAFETY: the lock is held; the zero-page entry is cleared.
+            unsafe {
+                bindings::ptep_clear(mm, addr, ptep);
+                bindings::ksm_might_unmap_zero_page(mm, pte.raw);
             }
-        };
-        // SAFETY: `i` is within the mapped entries and the table's lock is
-        // held.
-        unsafe { bindings::ptep_clear(vma.mm(), addr, self.ptes.as_ptr().add(i)) };
-        let Some(page) = page else {
-            // SAFETY: the zero-page entry was just cleared.
-            unsafe { bindings::ksm_might_unmap_zero_page(vma.mm(), pte.raw) };
             return Unmapped::ZeroPage;
+        }
+        // SAFETY: a normal page mapped by the entry, so live.
+        let folio = unsafe { bindings::page_folio(page.as_ptr()) };
+        let max = HPAGE_PMD_NR - i;
+        // SAFETY: `folio` is live; the run stays within the table.
+        let nr = if unsafe { bindings::folio_test_large(folio) } {
+            // SAFETY: entry `i` is present and maps a page of `folio`; the
+            // run stays within the table, whose lock is held.
+            (unsafe { bindings::folio_pte_batch(folio, addr, ptep, pte.raw, max as c_int) })
+                .clamp(1, max as c_int) as usize
+        } else {
+            1
         };
-        // SAFETY: the entry mapping `page` in `vma` was just cleared under
-        // the lock; its reference is now ours.
+        // SAFETY: the lock is held; entries `i..i + nr` map `nr` pages of
+        // `folio` from `page` in `vma` (`folio_pte_batch()`); they are
+        // cleared and their references become ours.
         unsafe {
-            bindings::folio_remove_rmap_pte(
-                bindings::page_folio(page.as_ptr()),
-                page.as_ptr(),
-                vma.as_ptr(),
-            )
-        };
-        // INVARIANT: the cleared entry's reference; the table is detached.
-        Unmapped::Page(UnmappedPage { page })
-    }
-
-    /// Copies what entry `i` of a detached table maps into page `i` of
-    /// `dst` (`copy_mc_user_highpage()`), or zeroes that page for a none or
-    /// zero-page entry (`clear_user_highpage()`). `false` on a memory error
-    /// in the source (machine check), and (copying nothing) if this is not
-    /// a detached table's map, `i` is out of range or the entry maps no
-    /// normal page.
-    #[inline]
-    pub fn copy_detached(&self, i: usize, dst: &NewFolio) -> bool {
-        let (Some(pte), true) = (self.get(i), self.detached && i < dst.nr) else {
-            return false;
-        };
-        let vma = self.pmd.vma;
-        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
-        let to = dst.page(i);
-        if pte.is_none_or_zero() {
-            // SAFETY: `to` is a page of `dst`, which nothing maps.
-            unsafe { bindings::clear_user_highpage(to, addr) };
-            return true;
+            bindings::ptep_clear_range(mm, addr, ptep, nr as _);
+            bindings::folio_remove_rmap_ptes(folio, page.as_ptr(), nr as c_int, vma.as_ptr());
         }
-        if !pte.is_present() {
-            return false;
-        }
-        // SAFETY: the VMA is valid; only this map changes the entry.
-        let from = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) };
-        if from.is_null() {
-            return false;
-        }
-        // SAFETY: `from` is mapped by the entry, which holds a reference and
-        // only this map changes; `to` is a page of `dst`.
-        unsafe { bindings::copy_mc_user_highpage(to, from, addr, vma.as_ptr()) == 0 }
+        // INVARIANT: the cleared entries' references; the table is
+        // detached, so no TLB entry maps them.
+        Unmapped::Pages(UnmappedPages {
+            // SAFETY: `page_folio()` of a page is never NULL.
+            folio: unsafe { NonNull::new_unchecked(folio) },
+            nr,
+        })
     }
 }
 
@@ -1154,7 +1274,7 @@ impl DetachedTable<'_> {
 /// # Examples
 ///
 /// ```
-/// use kernel::{bindings, mm::HPAGE_PMD_NR, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange, mm::pgtable::{PmdKind, Unmapped}};
+/// use kernel::{bindings, mm::HPAGE_PMD_NR, mm::HPAGE_PMD_SIZE, mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange, mm::pgtable::{DetachedEntry, PmdKind, Unmapped}};
 ///
 /// const ADDR: usize = 0x4000_0000;
 /// let mm = KthreadMm::new()?;
@@ -1177,23 +1297,30 @@ impl DetachedTable<'_> {
 /// let ptes = detached.map_lock().ok_or(EINVAL)?;
 /// assert!(ptes.get(0).ok_or(EINVAL)?.is_none());
 /// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
+/// // Checked, entry by entry: a hole, then a normal page, then holes.
+/// let mut pages = 0;
+/// let ptes = ptes.check_detached(EINVAL, |i, entry| match entry {
+///     DetachedEntry::Hole(_) if i != 1 => Ok(()),
+///     DetachedEntry::Page(..) if i == 1 => {
+///         pages += 1;
+///         Ok(())
+///     }
+///     _ => Err(EINVAL),
+/// })?;
+/// assert_eq!(pages, 1);
 /// // Unlocked, still mapped; its entries can be unmapped under its lock.
-/// let ptes = ptes.unlock();
 /// let held = ptes.lock();
-/// assert!(matches!(ptes.unmap_detached(&held, 0), Unmapped::None));
-/// assert!(matches!(ptes.unmap_detached(&held, HPAGE_PMD_NR), Unmapped::Refused));
+/// assert!(matches!(ptes.unmap(&held, 0), Unmapped::None));
+/// assert!(matches!(ptes.unmap(&held, HPAGE_PMD_NR), Unmapped::Refused));
 /// drop(held);
 /// // The map borrows `detached`: it goes first.
 /// drop(ptes);
 /// // Dropped: the table is back, PTEs and all.
 /// drop(detached);
 /// assert!(PmdKind::of(pmd.get_lockless()) == PmdKind::Table);
-/// // A map of a table in place is no detached one: nothing is unmapped.
-/// let ptes = pmd.map_nolock().ok_or(EINVAL)?;
-/// let held = ptes.lock();
-/// assert!(matches!(ptes.unmap_detached(&held, 1), Unmapped::Refused));
-/// drop(held);
-/// drop(ptes);
+/// // A map of a table in place is no detached one: nothing is checked.
+/// let ptes = pmd.map_lock().ok_or(EINVAL)?;
+/// assert!(ptes.check_detached(EINVAL, |_, _| Err(ENOMEM)).err() == Some(EINVAL));
 /// let ptes = pmd.map_lock().ok_or(EINVAL)?;
 /// assert!(ptes.get(1).ok_or(EINVAL)?.is_present());
 /// # Ok::<(), Error>(())
@@ -1214,11 +1341,11 @@ impl<'p> DetachedPtes<'p> {
     /// so that the PTEs and page references read under the lock are
     /// final.
     ///
-    /// The map borrows `self`: while the table is detached, only this map
-    /// reaches it, so its entries can be unmapped
-    /// ([`PteMap::unmap_detached`]) and copied ([`PteMap::copy_detached`])
-    /// without a TLB flush, which the detach did. Its lock must be released
-    /// ([`PteMapLock::unlock`]) before the table is put back.
+    /// The map borrows `self`: while the table is detached, only maps of it
+    /// reach it, so once checked ([`PteMapLock::check_detached`]) its
+    /// entries can be copied and unmapped ([`CheckedPtes`]) without a TLB
+    /// flush, which the detach did. Its lock must be released before the
+    /// table is put back.
     #[inline]
     pub fn map_lock(&self) -> Option<PteMapLock<'_>> {
         if !self.synced.replace(true) {
@@ -1244,7 +1371,7 @@ impl<'p> DetachedPtes<'p> {
     ///
     /// Refused, giving `folio` back and the table back to the PMD, unless
     /// every entry of the table is none (unmapped with
-    /// [`PteMap::unmap_detached`]), the folio is PMD-sized and the VMA
+    /// [`CheckedPtes::unmap`]), the folio is PMD-sized and the VMA
     /// anonymous with an anon_vma. That the folio holds the range's data is
     /// the caller's business.
     #[inline]

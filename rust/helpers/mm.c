@@ -270,6 +270,11 @@ void rust_helper_xa_state_init(struct xa_state *xas, struct xarray *xa,
 	*xas = init;
 }
 
+void *rust_helper_xas_next_entry(struct xa_state *xas, unsigned long max)
+{
+	return xas_next_entry(xas, max);
+}
+
 bool rust_helper_xas_retry(struct xa_state *xas, const void *entry)
 {
 	return xas_retry(xas, entry);

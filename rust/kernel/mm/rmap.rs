@@ -171,14 +171,16 @@ pub struct PageCacheWalk<'a> {
 }
 
 impl PageCacheWalk<'_> {
-    /// The next present entry up to index `max` (`xas_find()`, which
-    /// `xas_for_each()` falls back to), retry entries skipped
-    /// (`xas_retry()`).
+    /// The next present entry up to index `max`, retry entries skipped
+    /// (`xas_retry()`): `xas_next_entry()`, the step of `xas_for_each()`,
+    /// which moves to the next slot of the same node inline and falls back
+    /// to `xas_find()` for the first entry, after a retry or a pause, and at
+    /// the end of a node.
     #[inline]
     pub fn next(&mut self, max: c_ulong) -> Option<PageCacheEntry<'_>> {
         loop {
             // SAFETY: a live walk inside its RCU section (type invariant).
-            let entry = NonNull::new(unsafe { bindings::xas_find(&mut self.xas, max) })?;
+            let entry = NonNull::new(unsafe { bindings::xas_next_entry(&mut self.xas, max) })?;
             // SAFETY: as above; `xas_retry()` resets the walk if needed.
             if unsafe { bindings::xas_retry(&mut self.xas, entry.as_ptr()) } {
                 continue;

@@ -27,6 +27,7 @@ use crate::scan::*;
 /// `is_refcount_suitable()`: the folio has no reference beyond its
 /// mappings, the page (or swap) cache and its private data. Racy, as in
 /// C: the collapse repeats it.
+#[inline]
 pub(crate) fn is_refcount_suitable(folio: &Folio) -> bool {
     let mut expected = folio.mapcount();
     if !folio.is_anon() || folio.is_swapcache() {

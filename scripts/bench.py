@@ -96,9 +96,20 @@ def group(sym):
         return "rust helpers (out-of-line static inlines)"
     if sym.startswith(("rust_collapse", "rust_retract", "_RN")):
         return "Rust khugepaged code"
-    if sym in ("c_collapse_pte_mapped_thp", "collapse_pte_mapped_thp"):
-        return "C collapse_pte_mapped_thp"
+    if sym.startswith(("c_", "__collapse_huge_page_", "release_pte_")) or sym in C_KHUGEPAGED:
+        return "C khugepaged code (both: collapse_file etc.)"
     return "other kernel (common C)"
+
+
+# The C khugepaged functions (mm/khugepaged.c) beside the c_* ones that the
+# switch selects: the shared ones (collapse_file(), alloc_charge_folio(),
+# ...) run for both implementations.
+C_KHUGEPAGED = {
+    "collapse_file", "is_refcount_suitable", "hpage_collapse_scan_abort",
+    "alloc_charge_folio", "hugepage_vma_revalidate", "madvise_collapse",
+    "khugepaged", "khugepaged_do_scan", "collapse_pte_mapped_thp",
+    "find_pmd_or_thp_or_none", "set_huge_pmd",
+}
 
 
 def print_profile(prof, top=14, unit="us"):
@@ -111,7 +122,8 @@ def print_profile(prof, top=14, unit="us"):
         per = {i: {s: n / iters[i] for s, n in p["samples"].get(i, {}).items()} for i in ("c", "rust")}
         tot = {i: sum(per[i].values()) for i in per}
         print()
-        print(f"profile {row}: kernel cpu-clock samples per MADV_COLLAPSE "
+        what = "PMD collapsed by khugepaged" if row == "khugepaged-scan" else "MADV_COLLAPSE"
+        print(f"profile {row}: kernel cpu-clock samples per {what} "
               f"(1 sample = {us:.0f} {unit}; {iters['c']} C, {iters['rust']} Rust iterations, "
               f"{p.get('lost', 0)} lost)")
         print(f"  {'total':<44} {tot['c']:>8.2f} {tot['rust']:>8.2f}  Rust/C {tot['rust'] / tot['c']:.3f}"

@@ -9,6 +9,12 @@
  * Usage: khugepaged_bench ROUNDS WARMUP [DIR]
  *   DIR: ext4 directory for the file rows (skipped without it).
  *
+ * KH_BENCH_ROWS=anon,retract (say) runs only the rows, and profiles, whose
+ * names start with one of the words; unset, all of them. KH_PROF_SYM=NAME
+ * adds the samples within kernel function NAME by offset:
+ *
+ *   @@PROFIP row=ROW sym=NAME off=OFFSET samples=N
+ *
  * Profile: khugepaged_bench --profile ITERATIONS [DIR]
  *   Re-collapses a PTE-mapped shmem (and file) THP ITERATIONS times per
  *   implementation, and collapses new shmem and anonymous memory
@@ -42,6 +48,22 @@
 static const char *dir;
 static const char *impl;
 static int quiet;
+
+/* Whether row @row is selected by KH_BENCH_ROWS (all if unset or empty). */
+static bool want(const char *row)
+{
+	const char *rows = getenv("KH_BENCH_ROWS");
+	size_t n;
+
+	if (!rows || !*rows)
+		return true;
+	for (const char *w = rows; *w; w += n + (w[n] == ',')) {
+		n = strcspn(w, ",");
+		if (n && !strncmp(row, w, n))
+			return true;
+	}
+	return false;
+}
 
 static long long now_ns(void)
 {
@@ -280,6 +302,33 @@ static void bench_retract(int nr)
 	close(ready[1]);
 }
 
+/* khugepaged's pid, or -1. */
+static pid_t khugepaged_pid(void)
+{
+	static pid_t pid = -1;
+	DIR *d;
+	struct dirent *e;
+
+	if (pid > 0)
+		return pid;
+	d = opendir("/proc");
+	while (d && pid < 0 && (e = readdir(d))) {
+		char comm[64] = "", path[300];
+		FILE *c;
+
+		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
+		c = fopen(path, "r");
+		if (!c)
+			continue;
+		if (fgets(comm, sizeof(comm), c) && !strcmp(comm, "khugepaged\n"))
+			pid = atoi(e->d_name);
+		fclose(c);
+	}
+	if (d)
+		closedir(d);
+	return pid;
+}
+
 /*
  * khugepaged's CPU time in ns: its CPU-time clock (sum_exec_runtime, to the
  * nanosecond; under -icount, to the instruction), not /proc/PID/stat's
@@ -287,66 +336,72 @@ static void bench_retract(int nr)
  */
 static long long khugepaged_cpu_ns(void)
 {
-	static clockid_t clk;
-	static bool found;
 	struct timespec t;
+	clockid_t clk;
 
-	if (!found) {
-		DIR *d = opendir("/proc");
-		struct dirent *e;
-
-		while (d && !found && (e = readdir(d))) {
-			char comm[64] = "", path[300];
-			FILE *c;
-
-			snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-			c = fopen(path, "r");
-			if (!c)
-				continue;
-			if (fgets(comm, sizeof(comm), c) &&
-			    !strcmp(comm, "khugepaged\n") &&
-			    !clock_getcpuclockid(atoi(e->d_name), &clk))
-				found = true;
-			fclose(c);
-		}
-		if (d)
-			closedir(d);
-	}
-	if (!found || clock_gettime(clk, &t))
+	if (khugepaged_pid() < 0 || clock_getcpuclockid(khugepaged_pid(), &clk) ||
+	    clock_gettime(clk, &t))
 		return -1;
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* 6. khugepaged: ns of its CPU time per 2 MiB collapsed, 16 MiB of anon. */
-static void bench_scan(void)
+#define SCAN_PMDS	16
+
+/*
+ * Has khugepaged, as fast as it goes, collapse SCAN_PMDS PMDs of new
+ * anonymous memory of small pages (event @pfd enabled meanwhile, if not
+ * -1); returns its CPU time in ns per PMD collapsed, or -1.
+ */
+static long long scan_collapse(int pfd)
 {
-	size_t len = 16 * PMD_SIZE;
-	long before, collapsed;
-	long long cpu0, t0;
+	size_t len = SCAN_PMDS * PMD_SIZE;
+	long long cpu0, cpu1, t0, ret = -1;
+	long before;
 	char *p = aligned_map(len, PROT_READ | PROT_WRITE,
 			      MAP_PRIVATE | MAP_ANONYMOUS, -1);
 
 	if (!p)
-		return;
+		return -1;
 	madvise(p, len, MADV_NOHUGEPAGE);
 	memset(p, 4, len);
 	/* khugepaged as fast as it goes, for this row only. */
 	write_str(KHUGEPAGED "scan_sleep_millisecs", "0", 0);
 	write_str(KHUGEPAGED "alloc_sleep_millisecs", "0", 0);
 	before = read_num(KHUGEPAGED "pages_collapsed");
+	if (pfd >= 0)
+		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
 	cpu0 = khugepaged_cpu_ns();
 	t0 = now_ns();
 	madvise(p, len, MADV_HUGEPAGE);
-	while (smaps_field(p, "AnonHugePages:") < (long)(len >> 10) &&
+	/*
+	 * khugepaged goes on scanning (the collapsed range) until its CPU
+	 * time is read: poll often, so that this adds little (0.1 ms of
+	 * its time, against some 3 ms per PMD collapsed).
+	 */
+	while (read_num(KHUGEPAGED "pages_collapsed") - before < SCAN_PMDS &&
 	       now_ns() - t0 < 60000000000LL)
-		usleep(2000);
-	collapsed = read_num(KHUGEPAGED "pages_collapsed") - before;
-	if (smaps_field(p, "AnonHugePages:") == (long)(len >> 10) && cpu0 >= 0)
-		report("khugepaged-scan", (khugepaged_cpu_ns() - cpu0) / 16,
-		       collapsed);
+		usleep(100);
+	cpu1 = khugepaged_cpu_ns();
+	if (pfd >= 0)
+		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
+	if (smaps_field(p, "AnonHugePages:") == (long)(len >> 10) &&
+	    cpu0 >= 0 && cpu1 >= 0)
+		ret = (cpu1 - cpu0) / SCAN_PMDS;
 	write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
 	write_str(KHUGEPAGED "alloc_sleep_millisecs", "60000", 0);
 	munmap(p, len);
+	return ret;
+}
+
+/* 6. khugepaged: ns of its CPU time per PMD collapsed. */
+static void bench_scan(void)
+{
+	long before = read_num(KHUGEPAGED "pages_collapsed");
+	long long ns = scan_collapse(-1);
+
+	if (ns >= 0)
+		report("khugepaged-scan", ns,
+		       read_num(KHUGEPAGED "pages_collapsed") - before);
 }
 
 /* Kernel text symbols, sorted by address, for the profile. */
@@ -414,8 +469,11 @@ static long ksym_of(unsigned long ip)
 #define PROF_PAGES	64	/* ring buffer, plus one header page */
 #define PROF_PERIOD_NS	20000
 
-/* A cpu-clock sampling event on this thread, kernel IPs only, disabled. */
-static int prof_open(void **ring)
+/*
+ * A cpu-clock sampling event on thread @pid (0: this one), kernel IPs
+ * only, disabled.
+ */
+static int prof_open(pid_t pid, void **ring)
 {
 	struct perf_event_attr attr = {
 		.type = PERF_TYPE_SOFTWARE,
@@ -427,7 +485,7 @@ static int prof_open(void **ring)
 		.exclude_user = 1,
 		.exclude_hv = 1,
 	};
-	int fd = syscall(__NR_perf_event_open, &attr, 0, -1, -1, 0);
+	int fd = syscall(__NR_perf_event_open, &attr, pid, -1, -1, 0);
 
 	if (fd < 0)
 		return -1;
@@ -439,6 +497,10 @@ static int prof_open(void **ring)
 	}
 	return fd;
 }
+
+/* KH_PROF_SYM=name: the samples in that function by offset, too. */
+static const char *prof_sym;
+static long prof_hist[0x4000];
 
 /* Adds the samples in the ring to @counts (per symbol); returns lost ones. */
 static long prof_drain(void *ring, long *counts)
@@ -458,6 +520,9 @@ static long prof_drain(void *ring, long *counts)
 
 			if (k >= 0)
 				counts[k]++;
+			if (k >= 0 && prof_sym && !strcmp(ksyms[k].name, prof_sym) &&
+			    ip - ksyms[k].addr < sizeof(prof_hist) / sizeof(*prof_hist))
+				prof_hist[ip - ksyms[k].addr]++;
 		} else if (h->type == PERF_RECORD_LOST) {
 			lost++;
 		}
@@ -479,6 +544,11 @@ static void prof_print(const char *row, const long *counts, const long *done,
 				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
 				       row, impls[which], ksyms[k].name,
 				       counts[which * nr_ksyms + k]);
+	for (size_t off = 0; prof_sym && off < sizeof(prof_hist) / sizeof(*prof_hist); off++)
+		if (prof_hist[off])
+			printf("@@PROFIP row=%s sym=%s off=%#zx samples=%ld\n",
+			       row, prof_sym, off, prof_hist[off]);
+	memset(prof_hist, 0, sizeof(prof_hist));
 	printf("@@PROFDONE row=%s iterations_c=%ld iterations_rust=%ld period_ns=%d lost=%ld\n",
 	       row, done[0], done[1], PROF_PERIOD_NS, lost);
 }
@@ -529,6 +599,36 @@ static void profile_fresh(const char *row, bool anon, int iters, long *counts,
 	prof_print(row, counts, done, lost);
 }
 
+/*
+ * Samples of khugepaged's thread while it collapses SCAN_PMDS PMDs
+ * (scan_collapse()), @iters times per impl.
+ */
+static void profile_scan(int iters, long *counts)
+{
+	static const char * const impls[] = { "c", "rust" };
+	long done[2] = { 0 }, lost = 0;
+	void *ring;
+	int pfd = khugepaged_pid() < 0 ? -1 : prof_open(khugepaged_pid(), &ring);
+
+	if (pfd < 0) {
+		printf("# %s: setup failed\n", __func__);
+		return;
+	}
+	for (int i = 0; i < 2 * iters; i++) {
+		int which = (i + i / 2) % 2;	/* C, Rust, Rust, C, ... */
+
+		if (write_str(KHUGEPAGED "impl", impls[which], 0) ||
+		    scan_collapse(pfd) < 0)
+			break;
+		lost += prof_drain(ring, counts + which * nr_ksyms);
+		/* Iterations are PMDs collapsed, as for the other rows. */
+		done[which] += SCAN_PMDS;
+	}
+	prof_print("khugepaged-scan", counts, done, lost);
+	munmap(ring, (PROF_PAGES + 1) * PAGE);
+	close(pfd);
+}
+
 /* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
 static void profile(const char *mem, int iters)
 {
@@ -543,8 +643,12 @@ static void profile(const char *mem, int iters)
 
 	if (is_file && !dir)
 		return;
+	if (!strcmp(mem, "khugepaged-scan")) {
+		profile_scan(iters, counts);
+		goto out_free;
+	}
 	fd = shared_fd(is_file);
-	pfd = prof_open(&ring);
+	pfd = prof_open(0, &ring);
 	if (fd < 0 || pfd < 0 || !counts) {
 		printf("# %s %s: setup failed\n", __func__, mem);
 		goto out;
@@ -584,6 +688,7 @@ out:
 		close(pfd);
 	if (fd >= 0)
 		close(fd);
+out_free:
 	free(counts);
 }
 
@@ -606,17 +711,25 @@ static int bench(int argc, char **argv)
 				return 1;
 			}
 			quiet = r < warmup;
-			bench_anon(0);
-			bench_anon(256);
-			bench_anon(511);
-			bench_shared("shmem");
-			bench_shared("file");
-			bench_uprobe();
-			bench_retract(1);
-			bench_retract(16);
-			bench_retract(256);
-			bench_retract(1024);
-			bench_scan();
+			if (want("anon-empty")) {
+				bench_anon(0);
+				bench_anon(256);
+				bench_anon(511);
+			}
+			if (want("shmem"))
+				bench_shared("shmem");
+			if (want("file"))
+				bench_shared("file");
+			if (want("uprobe-heal"))
+				bench_uprobe();
+			if (want("retract-")) {
+				bench_retract(1);
+				bench_retract(16);
+				bench_retract(256);
+				bench_retract(1024);
+			}
+			if (want("khugepaged-scan"))
+				bench_scan();
 		}
 	}
 	return 0;
@@ -626,15 +739,22 @@ int main(int argc, char **argv)
 {
 	if (argc > 2 && !strcmp(argv[1], "--profile")) {
 		dir = argc > 3 ? argv[3] : NULL;
+		prof_sym = getenv("KH_PROF_SYM");
 		setbuf(stdout, NULL);
 		if (load_ksyms()) {
 			printf("# no /proc/kallsyms\n");
 			return 1;
 		}
-		profile("shmem", atoi(argv[2]));
-		profile("file", atoi(argv[2]));
-		profile("shmem-collapse", atoi(argv[2]) / 3);
-		profile("anon", atoi(argv[2]) / 3);
+		if (want("shmem"))
+			profile("shmem", atoi(argv[2]));
+		if (want("file"))
+			profile("file", atoi(argv[2]));
+		if (want("shmem-collapse"))
+			profile("shmem-collapse", atoi(argv[2]) / 3);
+		if (want("anon"))
+			profile("anon", atoi(argv[2]) / 3);
+		if (want("khugepaged-scan"))
+			profile("khugepaged-scan", atoi(argv[2]) / 30);
 		return 0;
 	}
 	return bench(argc, argv);

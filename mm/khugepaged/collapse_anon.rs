@@ -155,23 +155,19 @@ fn copy(ptes: &CheckedPtes<'_>, folio: &NewFolio) -> ScanResult {
 /// go a run at a time, one rmap and reference update per run, as in
 /// 6.17; the holes are counted in `MM_ANONPAGES` at once. `isolate()`
 /// succeeded on this table with `isolated`.
+///
+/// The PTE lock is taken once for the table, where C takes it around each
+/// entry: nothing else can reach a detached table, so nobody waits for
+/// it; it is held for the per-cpu stats of `folio_remove_rmap_ptes()`,
+/// which need preemption off, and what is done under it (an LRU putback,
+/// a folio put) does not sleep, as under `__collapse_huge_page_isolate()`'s
+/// lock.
 fn copy_succeeded(ptes: &CheckedPtes<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>) {
     let mut holes = 0;
     let mut i = 0;
+    let held = ptes.lock();
     while i < HPAGE_PMD_NR {
-        // A none entry needs no lock: only this map changes the table.
-        if ptes.get(i).is_some_and(|pte| pte.is_none()) {
-            holes += 1;
-            i += 1;
-            continue;
-        }
-        // The PTE lock is mostly unnecessary here; it also disables
-        // preemption for the per-cpu stats of folio_remove_rmap_ptes().
-        let unmapped = {
-            let held = ptes.lock();
-            ptes.unmap(&held, i)
-        };
-        let pages = match unmapped {
+        let pages = match ptes.unmap(&held, i) {
             // A hole becomes a page of the THP.
             Unmapped::None | Unmapped::ZeroPage => {
                 holes += 1;
@@ -203,6 +199,7 @@ fn copy_succeeded(ptes: &CheckedPtes<'_>, vma: &Vma<'_>, isolated: Pin<&Isolated
         }
         drop(pages);
     }
+    drop(held);
     if holes != 0 {
         vma.add_mm_counter(bindings::MM_ANONPAGES as i32, holes);
     }

@@ -67,7 +67,8 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
     let mut shared: c_int = 0;
 
     for i in 0..HPAGE_PMD_NR {
-        let Some(pte) = ptes.get(i) else { break };
+        let Some(entry) = ptes.entry(i) else { break };
+        let pte = entry.pte();
         let addr = address + i as c_ulong * PAGE_SIZE;
 
         if pte.is_swap() {
@@ -103,8 +104,8 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
             s.writable = true;
         }
 
-        let folio = match ptes.normal_folio(i) {
-            Some((folio, _)) if !folio.is_zone_device() => folio,
+        let folio = match entry.normal_folio() {
+            Some(folio) if !folio.is_zone_device() => folio,
             _ => {
                 s.result = Err(SCAN_PAGE_NULL);
                 return s;

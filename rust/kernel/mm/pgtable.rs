@@ -462,46 +462,67 @@ impl<'p> PteMapLock<'p> {
         self.ptl.as_ptr()
     }
 
+    /// Entry `i`, read once under the lock, with what it maps
+    /// ([`LockedPte::normal_folio`]); `None` past the PMD range.
+    #[inline]
+    pub fn entry(&self, i: usize) -> Option<LockedPte<'_>> {
+        Some(LockedPte {
+            pte: self.get(i)?,
+            i,
+            map: self,
+        })
+    }
+
     /// The folio that entry `i` maps and the pfn of the page, as
-    /// `vm_normal_page()` sees them: `None` for an entry that is not
-    /// present or maps no normal page (the zero page, a PFN map).
-    /// Zone-device pages are returned too ([`Folio::is_zone_device`]).
-    ///
-    /// The folio stays live while `self` is borrowed: the entry, which
-    /// holds a reference to it, cannot change while its lock is held.
+    /// `vm_normal_page()` sees them (see [`LockedPte::normal_folio`]).
     #[inline]
     pub fn normal_folio(&self, i: usize) -> Option<(&Folio, c_ulong)> {
-        // SAFETY: the lock is held (type invariant).
-        unsafe { normal_folio(self.pmd, self.ptes, i) }
+        let entry = self.entry(i)?;
+        Some((entry.normal_folio()?, entry.pte().pfn()?))
     }
 }
 
-/// The folio that entry `i` of the table at `ptes` under `pmd` maps, and
-/// the page's pfn (`vm_normal_page()`).
-///
-/// # Safety
-///
-/// `ptes` must start the [`HPAGE_PMD_NR`] mapped entries of the table,
-/// whose lock the caller holds while the result is used.
-#[inline]
-unsafe fn normal_folio<'s>(
-    pmd: &Pmd<'_>,
-    ptes: NonNull<bindings::pte_t>,
+/// An entry of a PTE table read under the table's lock
+/// ([`PteMapLock::entry`]): it cannot change while the guard is borrowed.
+#[derive(Clone, Copy)]
+pub struct LockedPte<'a> {
+    pte: Pte,
     i: usize,
-) -> Option<(&'s Folio, c_ulong)> {
-    // SAFETY: mapped entries (safety requirements).
-    let pte = unsafe { read_pte(ptes, i) }.filter(|pte| pte.is_present())?;
-    let addr = pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
-    // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a present
-    // entry read under its table's lock.
-    let page = unsafe { bindings::vm_normal_page(pmd.vma.as_ptr(), addr, pte.raw) };
-    if page.is_null() {
-        return None;
+    map: &'a PteMapLock<'a>,
+}
+
+impl<'a> LockedPte<'a> {
+    /// The entry's value.
+    #[inline]
+    pub fn pte(self) -> Pte {
+        self.pte
     }
-    // SAFETY: a mapped page; its folio is live while the entry maps it,
-    // which the held lock keeps (safety requirements).
-    let folio = unsafe { Folio::from_raw(bindings::page_folio(page)) };
-    Some((folio, pte.pfn()?))
+
+    /// The folio of the page that the entry maps, as `vm_normal_page()`
+    /// sees it: `None` for an entry that is not present or maps no normal
+    /// page (the zero page, a PFN map). Zone-device pages are returned too
+    /// ([`Folio::is_zone_device`]).
+    ///
+    /// The folio stays live while the guard is borrowed: the entry, which
+    /// holds a reference to it, cannot change while its lock is held.
+    #[inline]
+    pub fn normal_folio(self) -> Option<&'a Folio> {
+        if !self.pte.is_present() {
+            return None;
+        }
+        let pmd = self.map.pmd;
+        let addr = pmd.haddr + (self.i * bindings::PAGE_SIZE) as c_ulong;
+        // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a
+        // present entry read under its table's lock, held while `map` is
+        // borrowed.
+        let page = unsafe { bindings::vm_normal_page(pmd.vma.as_ptr(), addr, self.pte.raw) };
+        if page.is_null() {
+            return None;
+        }
+        // SAFETY: a mapped page; its folio is live while the entry maps it,
+        // which the held lock keeps for `'a`.
+        Some(unsafe { Folio::from_raw(bindings::page_folio(page)) })
+    }
 }
 
 impl private::Sealed for PteMapLock<'_> {}

@@ -29,6 +29,7 @@ ROWS = [
     ("anon-empty0", "MADV_COLLAPSE anon, 0 empty PTEs"),
     ("anon-empty256", "MADV_COLLAPSE anon, 256 empty PTEs"),
     ("anon-empty511", "MADV_COLLAPSE anon, 511 empty PTEs"),
+    ("anon-pte-mapped", "MADV_COLLAPSE PTE-mapped anon THP"),
     ("shmem", "MADV_COLLAPSE shmem (collapse_file + retract)"),
     ("file", "MADV_COLLAPSE ext4 file (collapse_file + retract)"),
     ("shmem-pte-mapped", "re-collapse PTE-mapped shmem THP"),
@@ -38,13 +39,14 @@ ROWS = [
     ("retract-16", "collapse + retract, 16 VMAs"),
     ("retract-256", "collapse + retract, 256 VMAs"),
     ("retract-1024", "collapse + retract, 1024 VMAs"),
-    ("khugepaged-scan", "khugepaged CPU per 2 MiB collapsed"),
+    ("khugepaged-scan", "khugepaged CPU per PMD collapsed"),
 ]
 # The Rust code each row runs with impl=rust (the rest is common C).
 RUST_PART = {
     "anon-empty0": "scan_pmd, collapse_anon",
     "anon-empty256": "scan_pmd, collapse_anon",
     "anon-empty511": "scan_pmd, collapse_anon",
+    "anon-pte-mapped": "scan_pmd, collapse_anon",
     "shmem": "scan_file, retract, pte_mapped",
     "file": "scan_file, retract, pte_mapped",
     "shmem-pte-mapped": "scan_file, pte_mapped",

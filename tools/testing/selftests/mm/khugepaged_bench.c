@@ -110,6 +110,46 @@ static void bench_anon(int empty)
 	munmap(p, PMD_SIZE);
 }
 
+/*
+ * 1b. MADV_COLLAPSE of a PTE-mapped anonymous THP (mprotect() of one page
+ * and back splits the PMD, not the folio): collapse_huge_page() copies it
+ * into a new THP, and unmaps it a run of PTEs at a time where the
+ * implementation batches (6.17's C, this Rust), one PTE at a time in
+ * 6.12's C.
+ */
+static char *anon_pte_mapped_thp(void)
+{
+	char *p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1);
+
+	if (!p)
+		return NULL;
+	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+	memset(p, 5, PMD_SIZE);
+	if (smaps_field(p, "AnonHugePages:") != 2048 ||
+	    mprotect(p, PAGE, PROT_READ) ||
+	    mprotect(p, PAGE, PROT_READ | PROT_WRITE) ||
+	    smaps_field(p, "AnonHugePages:") != 0) {
+		printf("# %s: no PTE-mapped THP\n", __func__);
+		munmap(p, PMD_SIZE);
+		return NULL;
+	}
+	return p;
+}
+
+static void bench_anon_pte_mapped(void)
+{
+	char *p = anon_pte_mapped_thp();
+	long long ns;
+
+	if (!p)
+		return;
+	ns = timed_collapse(p, PMD_SIZE);
+	if (ns >= 0 && smaps_field(p, "AnonHugePages:") == 2048)
+		report("anon-pte-mapped", ns, 0);
+	munmap(p, PMD_SIZE);
+}
+
 /* The read-only fd of a new file @path of @len bytes (see ro_file()). */
 static int make_file(const char *path, size_t len, bool keep)
 {
@@ -559,8 +599,8 @@ static void prof_print(const char *row, const long *counts, const long *done,
  * collapse_file, retract_page_tables, collapse_pte_mapped_thp) or, if
  * @anon, anonymous (hpage_collapse_scan_pmd, collapse_huge_page).
  */
-static void profile_fresh(const char *row, bool anon, int iters, long *counts,
-			  void *ring, int pfd)
+static void profile_fresh(const char *row, bool anon, bool pte_mapped, int iters,
+			  long *counts, void *ring, int pfd)
 {
 	static const char * const impls[] = { "c", "rust" };
 	long done[2] = { 0 }, lost = 0;
@@ -571,7 +611,9 @@ static void profile_fresh(const char *row, bool anon, int iters, long *counts,
 		char *p = NULL;
 		int ret;
 
-		if (anon)
+		if (anon && pte_mapped)
+			p = anon_pte_mapped_thp();
+		else if (anon)
 			p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
 					MAP_PRIVATE | MAP_ANONYMOUS, -1);
 		else if (fd >= 0 && !ftruncate(fd, PMD_SIZE))
@@ -582,9 +624,11 @@ static void profile_fresh(const char *row, bool anon, int iters, long *counts,
 				close(fd);
 			break;
 		}
-		madvise(p, PMD_SIZE, MADV_NOHUGEPAGE);
-		memset(p, 2, PMD_SIZE);
-		madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+		if (!pte_mapped) {
+			madvise(p, PMD_SIZE, MADV_NOHUGEPAGE);
+			memset(p, 2, PMD_SIZE);
+			madvise(p, PMD_SIZE, MADV_HUGEPAGE);
+		}
 		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
 		ret = madvise(p, PMD_SIZE, MADV_COLLAPSE);
 		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
@@ -653,11 +697,12 @@ static void profile(const char *mem, int iters)
 		printf("# %s %s: setup failed\n", __func__, mem);
 		goto out;
 	}
-	if (!strcmp(mem, "shmem-collapse") || !strcmp(mem, "anon")) {
-		bool anon = !strcmp(mem, "anon");
+	if (!strcmp(mem, "shmem-collapse") || !strncmp(mem, "anon", 4)) {
+		bool anon = !strncmp(mem, "anon", 4);
 
-		profile_fresh(anon ? "anon" : "shmem", anon, iters, counts, ring,
-			      pfd);
+		profile_fresh(anon ? mem : "shmem", anon,
+			      !strcmp(mem, "anon-pte-mapped"), iters, counts,
+			      ring, pfd);
 		goto out;
 	}
 	p = map_shared(fd, is_file);
@@ -716,6 +761,8 @@ static int bench(int argc, char **argv)
 				bench_anon(256);
 				bench_anon(511);
 			}
+			if (want("anon-pte-mapped"))
+				bench_anon_pte_mapped();
 			if (want("shmem"))
 				bench_shared("shmem");
 			if (want("file"))
@@ -753,6 +800,8 @@ int main(int argc, char **argv)
 			profile("shmem-collapse", atoi(argv[2]) / 3);
 		if (want("anon"))
 			profile("anon", atoi(argv[2]) / 3);
+		if (want("anon-pte-mapped"))
+			profile("anon-pte-mapped", atoi(argv[2]) / 3);
 		if (want("khugepaged-scan"))
 			profile("khugepaged-scan", atoi(argv[2]) / 30);
 		return 0;

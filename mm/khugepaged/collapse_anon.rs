@@ -66,7 +66,6 @@ fn isolate<'p>(
     let mut pfn = None;
 
     let checked = ptes.check_detached(SCAN_PAGE_NULL, |i, entry| {
-        let addr = address + i as c_ulong * PAGE_SIZE;
         let (pte, folio) = match entry {
             DetachedEntry::Hole(_) => {
                 none_or_zero += 1;
@@ -113,7 +112,7 @@ fn isolate<'p>(
         if cc.is_khugepaged
             && (pte.is_young()
                 || folio.is_young_or_referenced()
-                || vma.mmu_notifier_test_young(addr))
+                || vma.mmu_notifier_test_young(address + i as c_ulong * PAGE_SIZE))
         {
             referenced += 1;
         }

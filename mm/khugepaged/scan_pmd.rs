@@ -69,7 +69,6 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
     for i in 0..HPAGE_PMD_NR {
         let Some(entry) = ptes.entry(i) else { break };
         let pte = entry.pte();
-        let addr = address + i as c_ulong * PAGE_SIZE;
 
         if pte.is_swap() {
             s.unmapped += 1;
@@ -152,7 +151,7 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
         if cc.is_khugepaged
             && (pte.is_young()
                 || folio.is_young_or_referenced()
-                || vma.mmu_notifier_test_young(addr))
+                || vma.mmu_notifier_test_young(address + i as c_ulong * PAGE_SIZE))
         {
             s.referenced += 1;
         }

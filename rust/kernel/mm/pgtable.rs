@@ -125,6 +125,15 @@ impl<'a> Pmd<'a> {
         self.haddr
     }
 
+    /// The address that entry `i` of a PTE table under this entry maps,
+    /// for `i` below [`HPAGE_PMD_NR`]: `haddr + i * PAGE_SIZE`, which
+    /// stays within the PMD range (so without overflow checks).
+    #[inline]
+    fn entry_addr(&self, i: usize) -> c_ulong {
+        self.haddr
+            .wrapping_add((i as c_ulong).wrapping_mul(bindings::PAGE_SIZE as c_ulong))
+    }
+
     /// The VMA the entry was found for.
     #[inline]
     pub fn vma(&self) -> Vma<'a, Rmap> {
@@ -511,7 +520,7 @@ impl<'a> LockedPte<'a> {
             return None;
         }
         let pmd = self.map.pmd;
-        let addr = pmd.haddr + (self.i * bindings::PAGE_SIZE) as c_ulong;
+        let addr = pmd.entry_addr(self.i);
         // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte` is a
         // present entry read under its table's lock, held while `map` is
         // borrowed.
@@ -592,7 +601,7 @@ impl<'p> PteMap<'p> {
         if held.held_ptl() != self.ptl.as_ptr() || i >= HPAGE_PMD_NR {
             return false;
         }
-        let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let addr = self.pmd.entry_addr(i);
         // SAFETY: `i` is within the mapped entries and the table's lock is
         // held, so the entry cannot change under us.
         unsafe {
@@ -648,7 +657,7 @@ impl<'p> PteMapLock<'p> {
             } else if !pte.is_present() {
                 DetachedEntry::Other(pte)
             } else {
-                let addr = self.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+                let addr = self.pmd.entry_addr(i);
                 // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte`
                 // is a present entry read under its table's lock.
                 let page =
@@ -763,12 +772,17 @@ impl<'p> CheckedPtes<'p> {
         self.map.get(i)
     }
 
-    /// The page that present entry `pte` of this table maps.
+    /// The normal page that entry `pte` of this table maps (`pte_page()`),
+    /// or `None` for a hole (none, or the zero page).
     #[inline]
     fn page_of(pte: Pte) -> Option<NonNull<bindings::page>> {
-        // SAFETY: entries that are present map a normal page (type
-        // invariant), whose pfn has a `struct page`.
-        NonNull::new(unsafe { bindings::pfn_to_page(pte.pfn()?) })
+        // SAFETY: only looks at the value.
+        let pfn = pte
+            .pfn()
+            .filter(|&pfn| unsafe { bindings::is_zero_pfn(pfn) } == 0)?;
+        // SAFETY: entries that are present and not the zero page map a
+        // normal page (type invariant), whose pfn has a `struct page`.
+        NonNull::new(unsafe { bindings::pfn_to_page(pfn) })
     }
 
     /// Copies what entry `i` maps into page `i` of `dst`
@@ -781,9 +795,9 @@ impl<'p> CheckedPtes<'p> {
             return false;
         };
         let vma = self.map.pmd.vma;
-        let addr = self.map.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let addr = self.map.pmd.entry_addr(i);
         let to = dst.page(i);
-        let Some(from) = Self::page_of(pte).filter(|_| !pte.is_zero_page()) else {
+        let Some(from) = Self::page_of(pte) else {
             // SAFETY: `to` is a page of `dst`, which nothing maps.
             unsafe { bindings::clear_user_highpage(to, addr) };
             return true;
@@ -812,25 +826,21 @@ impl<'p> CheckedPtes<'p> {
         };
         let vma = self.map.pmd.vma;
         let mm = vma.mm();
-        let addr = self.map.pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let addr = self.map.pmd.entry_addr(i);
         // SAFETY: `i` is within the mapped entries.
         let ptep = unsafe { self.map.ptes.as_ptr().add(i) };
         if pte.is_none() {
             return Unmapped::None;
         }
-        // Cannot fail: entries that are not none are present (type
-        // invariant).
         let Some(page) = Self::page_of(pte) else {
-            return Unmapped::Refused;
-        };
-        if pte.is_zero_page() {
+            // Not none, so the zero page (type invariant).
             // SAFETY: the lock is held; the zero-page entry is cleared.
             unsafe {
                 bindings::ptep_clear(mm, addr, ptep);
                 bindings::ksm_might_unmap_zero_page(mm, pte.raw);
             }
             return Unmapped::ZeroPage;
-        }
+        };
         // SAFETY: a normal page mapped by the entry, so live.
         let folio = unsafe { bindings::page_folio(page.as_ptr()) };
         let max = HPAGE_PMD_NR - i;
@@ -962,7 +972,7 @@ unsafe fn file_folio_runs(
             i += 1;
             continue;
         }
-        let addr = pmd.haddr + (i * bindings::PAGE_SIZE) as c_ulong;
+        let addr = pmd.entry_addr(i);
         match pte.pfn() {
             None => return Err(UnmapFileError::NotPresent),
             Some(pfn) if pfn != base + i as c_ulong => {

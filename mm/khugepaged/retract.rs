@@ -77,11 +77,13 @@ pub(crate) fn retract_page_tables(mapping: &Mapping<'_>, pgoff: c_ulong) -> c_lo
         if vma.has_anon_vma() || vma.userfaultfd_wp() {
             continue;
         }
-        // The caller holds the lock of the only folio that can be mapped in
-        // the range, and the VMA has neither an anon_vma nor uffd-wp
-        // (checked under the PTE lock): the table is empty, which
-        // collapse_flush() checks again.
-        let Some(table) = both.collapse_flush() else {
+        // SAFETY: the table is empty, and stays so under the held PTE
+        // lock: the caller holds the lock of the only folio that can be
+        // mapped in the range, which collapse_file() unmapped everywhere,
+        // and the VMA has neither an anon_vma nor uffd-wp (checked under
+        // the PTE lock), so no racing UFFDIO_COPY or marker has filled it.
+        // (With CONFIG_DEBUG_VM, collapse_flush_empty() checks.)
+        let Some(table) = (unsafe { both.collapse_flush_empty() }) else {
             continue;
         };
         drop(both);

@@ -1210,16 +1210,56 @@ impl<'p> PmdPteLock<'p> {
     /// the held PTE lock, so they stay none.
     #[inline]
     pub fn collapse_flush(&self) -> Option<DetachedTable<'p>> {
-        let pmd = self.pml.pmd;
-        let ptes = pmd.map_nolock()?;
-        // The lock held (type invariant) is this table's.
-        if ptes.ptl != self.ptl || !(0..HPAGE_PMD_NR).all(|i| ptes.get(i).is_some_and(Pte::is_none))
-        {
+        if !self.is_empty() {
             return None;
         }
-        drop(ptes);
+        // SAFETY: the table is empty (just checked), and stays so under its
+        // lock, which is held (type invariant).
+        unsafe { self.flush() }
+    }
+
+    /// [`Self::collapse_flush`] of a table the caller knows to be empty,
+    /// without reading its 512 entries, as `retract_page_tables()` does in
+    /// C. With `CONFIG_DEBUG_VM` the entries are read all the same, and a
+    /// table that is not empty is refused with a warning.
+    ///
+    /// # Safety
+    ///
+    /// Every entry of the table must be none (while the PTE lock, which
+    /// `self` holds, keeps it so): nothing it maps would be unmapped when
+    /// the table is freed.
+    #[inline]
+    pub unsafe fn collapse_flush_empty(&self) -> Option<DetachedTable<'p>> {
+        #[cfg(CONFIG_DEBUG_VM)]
+        if crate::mm::warn_on_once(!self.is_empty()) {
+            return None;
+        }
+        // SAFETY: the table is empty (safety requirements), under its lock.
+        unsafe { self.flush() }
+    }
+
+    /// Whether every entry of the table is none; the entries are read under
+    /// the held PTE lock, so they stay so.
+    #[inline]
+    fn is_empty(&self) -> bool {
+        let Some(ptes) = self.pml.pmd.map_nolock() else {
+            return false;
+        };
+        // The lock held (type invariant) is this table's.
+        ptes.ptl == self.ptl && (0..HPAGE_PMD_NR).all(|i| ptes.get(i).is_some_and(Pte::is_none))
+    }
+
+    /// `pmdp_collapse_flush()` and `pmdp_get_lockless_sync()`.
+    ///
+    /// # Safety
+    ///
+    /// The table must be empty, as for [`Self::collapse_flush_empty`].
+    #[inline]
+    unsafe fn flush(&self) -> Option<DetachedTable<'p>> {
+        let pmd = self.pml.pmd;
         // SAFETY: both locks are held (type invariant), the VMA maps the
-        // entry's range (`Pmd` invariant), and the table is empty.
+        // entry's range (`Pmd` invariant), and the table is empty (safety
+        // requirements).
         let pgt_pmd =
             unsafe { bindings::pmdp_collapse_flush(pmd.vma.as_ptr(), pmd.haddr, pmd.as_ptr()) };
         // SAFETY: no requirement beyond holding the PMD lock.

@@ -307,6 +307,12 @@ struct file *rust_helper_get_file(struct file *file)
 	return get_file(file);
 }
 
+bool rust_helper_hpage_collapse_scan_abort(int nid,
+					   struct collapse_control *cc)
+{
+	return hpage_collapse_scan_abort(nid, cc);
+}
+
 void rust_helper_count_vm_event(enum vm_event_item item)
 {
 	count_vm_event(item);

@@ -650,25 +650,20 @@ impl<'p> PteMapLock<'p> {
         }
         let mut all_normal = true;
         for i in 0..HPAGE_PMD_NR {
-            // SAFETY: `i` is within the mapped entries (type invariant).
-            let pte = unsafe { Pte::from_raw(bindings::ptep_get(self.ptes.as_ptr().add(i))) };
+            // Cannot fail: `i` is within the table.
+            let Some(locked) = self.entry(i) else {
+                return Err(other);
+            };
+            let pte = locked.pte();
             let entry = if pte.is_none_or_zero() {
                 DetachedEntry::Hole(pte)
-            } else if !pte.is_present() {
-                DetachedEntry::Other(pte)
             } else {
-                let addr = self.pmd.entry_addr(i);
-                // SAFETY: the VMA is valid (a `Pmd` borrows it), and `pte`
-                // is a present entry read under its table's lock.
-                let page =
-                    unsafe { bindings::vm_normal_page(self.pmd.vma.as_ptr(), addr, pte.raw) };
-                if page.is_null() {
-                    DetachedEntry::Other(pte)
-                } else {
-                    // SAFETY: a mapped page; its folio is live while the
-                    // entry maps it, which the held lock keeps.
-                    DetachedEntry::Page(pte, unsafe { Folio::from_raw(bindings::page_folio(page)) })
-                }
+                // Not present, or no normal page: `Other`.
+                locked
+                    .normal_folio()
+                    .map_or(DetachedEntry::Other(pte), |folio| {
+                        DetachedEntry::Page(pte, folio)
+                    })
             };
             all_normal &= !matches!(entry, DetachedEntry::Other(_));
             f(i, entry)?;
@@ -723,8 +718,9 @@ pub enum Unmapped {
 ///
 /// # Invariants
 ///
-/// This object owns `nr` references on `folio`, which no entry reachable
-/// by the MMU maps any more (from page `page`, `nr` of them).
+/// This object owns `nr` references on `folio`, one per page of it that
+/// the cleared entries mapped, which no entry reachable by the MMU maps
+/// any more.
 #[must_use = "the pages are put when dropped"]
 pub struct UnmappedPages {
     folio: NonNull<bindings::folio>,
@@ -824,14 +820,14 @@ impl<'p> CheckedPtes<'p> {
         let Some(pte) = self.get(i) else {
             return Unmapped::Refused;
         };
+        if pte.is_none() {
+            return Unmapped::None;
+        }
         let vma = self.map.pmd.vma;
         let mm = vma.mm();
         let addr = self.map.pmd.entry_addr(i);
         // SAFETY: `i` is within the mapped entries.
         let ptep = unsafe { self.map.ptes.as_ptr().add(i) };
-        if pte.is_none() {
-            return Unmapped::None;
-        }
         let Some(page) = Self::page_of(pte) else {
             // Not none, so the zero page (type invariant).
             // SAFETY: the lock is held; the zero-page entry is cleared.

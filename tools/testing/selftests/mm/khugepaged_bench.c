@@ -385,50 +385,111 @@ static long long khugepaged_cpu_ns(void)
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-#define SCAN_PMDS	16
+/* khugepaged's state letter in /proc/PID/stat ('S' asleep), or 0. */
+static char khugepaged_state(void)
+{
+	char path[64], buf[256] = "", *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", khugepaged_pid());
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (read(fd, buf, sizeof(buf) - 1) < 0)
+		buf[0] = 0;
+	close(fd);
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
 
 /*
- * Has khugepaged, as fast as it goes, collapse SCAN_PMDS PMDs of new
- * anonymous memory of small pages (event @pfd enabled meanwhile, if not
- * -1); returns its CPU time in ns per PMD collapsed, or -1.
+ * khugepaged's CPU time once it sleeps: asleep, and its clock still over
+ * 1 ms of ours (so it is not waiting for this CPU either), or -1 after 60 s.
+ */
+static long long khugepaged_idle_cpu_ns(void)
+{
+	long long t0 = now_ns(), a = khugepaged_cpu_ns(), b;
+
+	while (now_ns() - t0 < 60000000000LL) {
+		usleep(1000);
+		b = khugepaged_cpu_ns();
+		if (b == a && khugepaged_state() == 'S')
+			return b;
+		a = b;
+	}
+	return -1;
+}
+
+#define SCAN_PMDS	16
+#define SCAN_PAGES	"8192"	/* SCAN_PMDS * HPAGE_PMD_NR (4 KiB pages) */
+
+/*
+ * Has khugepaged collapse SCAN_PMDS PMDs of new anonymous memory of small
+ * pages (event @pfd enabled meanwhile, if not -1); returns its CPU time in
+ * ns per PMD collapsed, or -1.
+ *
+ * Each of its passes (khugepaged_do_scan()) is started by hand, by a
+ * write to scan_sleep_millisecs, with scan_sleep_millisecs long and
+ * pages_to_scan the SCAN_PMDS PMDs: a pass scans from the cursor, and ends
+ * once it has gone through the SCAN_PMDS PMDs (or its mm list twice);
+ * khugepaged then sleeps, and its CPU time is read. The clock stops on
+ * that event, not when a poll sees pages_collapsed move: khugepaged does
+ * not spin rescanning the collapsed range (or an mm whose mmap lock the
+ * benchmark holds) for as long as the scheduler lets it, which made this
+ * row depend on how the vCPUs interleaved.
  */
 static long long scan_collapse(int pfd)
 {
 	size_t len = SCAN_PMDS * PMD_SIZE;
-	long long cpu0, cpu1, t0, ret = -1;
+	long long cpu0, cpu1 = -1, ret = -1;
 	long before;
-	char *p = aligned_map(len, PROT_READ | PROT_WRITE,
+	int pass;
+	char *q, *p = aligned_map(len, PROT_READ | PROT_WRITE,
 			      MAP_PRIVATE | MAP_ANONYMOUS, -1);
 
 	if (!p)
 		return -1;
 	madvise(p, len, MADV_NOHUGEPAGE);
 	memset(p, 4, len);
-	/* khugepaged as fast as it goes, for this row only. */
-	write_str(KHUGEPAGED "scan_sleep_millisecs", "0", 0);
-	write_str(KHUGEPAGED "alloc_sleep_millisecs", "0", 0);
+	/*
+	 * The first MADV_HUGEPAGE of an mm (of a range with an anon_vma)
+	 * wakes khugepaged by itself: make it on another range, unmapped
+	 * at once, and let that pass end, as the one the write below starts.
+	 */
+	q = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	if (q) {
+		q[0] = 1;
+		madvise(q, PMD_SIZE, MADV_HUGEPAGE);
+		munmap(q, PMD_SIZE);
+	}
+	write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
+	write_str(KHUGEPAGED "pages_to_scan", SCAN_PAGES, 0);
+	khugepaged_idle_cpu_ns();
+	madvise(p, len, MADV_HUGEPAGE);
 	before = read_num(KHUGEPAGED "pages_collapsed");
+	cpu0 = khugepaged_idle_cpu_ns();
 	if (pfd >= 0)
 		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
-	cpu0 = khugepaged_cpu_ns();
-	t0 = now_ns();
-	madvise(p, len, MADV_HUGEPAGE);
-	/*
-	 * khugepaged goes on scanning (the collapsed range) until its CPU
-	 * time is read: poll often, so that this adds little (0.1 ms of
-	 * its time, against some 3 ms per PMD collapsed).
-	 */
-	while (read_num(KHUGEPAGED "pages_collapsed") - before < SCAN_PMDS &&
-	       now_ns() - t0 < 60000000000LL)
-		usleep(100);
-	cpu1 = khugepaged_cpu_ns();
+	for (pass = 0; pass < 4 && cpu0 >= 0 &&
+	     read_num(KHUGEPAGED "pages_collapsed") - before < SCAN_PMDS; pass++) {
+		/* Wakes khugepaged for one pass (khugepaged_sleep_expire = 0). */
+		write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
+		cpu1 = khugepaged_idle_cpu_ns();
+		if (cpu1 < 0)
+			break;
+	}
 	if (pfd >= 0)
 		ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
-	if (smaps_field(p, "AnonHugePages:") == (long)(len >> 10) &&
-	    cpu0 >= 0 && cpu1 >= 0)
+	if (pass && cpu1 >= 0 &&
+	    read_num(KHUGEPAGED "pages_collapsed") - before == SCAN_PMDS &&
+	    smaps_field(p, "AnonHugePages:") == (long)(len >> 10))
 		ret = (cpu1 - cpu0) / SCAN_PMDS;
-	write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
-	write_str(KHUGEPAGED "alloc_sleep_millisecs", "60000", 0);
+	else
+		printf("# %s: %d passes, %ld collapsed, khugepaged's CPU time %lld..%lld\n",
+		       __func__, pass, read_num(KHUGEPAGED "pages_collapsed") - before,
+		       cpu0, cpu1);
+	write_str(KHUGEPAGED "pages_to_scan", "4096", 0);
 	munmap(p, len);
 	return ret;
 }

@@ -61,14 +61,16 @@ fn isolate<'p>(
     isolated: Pin<&IsolatedList>,
 ) -> ScanResult<CheckedPtes<'p>> {
     let max = MaxPtes::read();
-    let (mut none_or_zero, mut shared, mut referenced) = (0, 0, 0);
+    // Each counts entries of the table, at most `HPAGE_PMD_NR`: adding to
+    // them cannot overflow.
+    let (mut none_or_zero, mut shared, mut referenced): (c_int, c_int, c_int) = (0, 0, 0);
     let mut writable = false;
     let mut pfn = None;
 
     let checked = ptes.check_detached(SCAN_PAGE_NULL, |i, entry| {
         let (pte, folio) = match entry {
             DetachedEntry::Hole(_) => {
-                none_or_zero += 1;
+                none_or_zero = none_or_zero.wrapping_add(1);
                 if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
                     return Ok(());
                 }
@@ -86,7 +88,7 @@ fn isolate<'p>(
 
         // See hpage_collapse_scan_pmd().
         if folio.likely_mapped_shared() {
-            shared += 1;
+            shared = shared.wrapping_add(1);
             if cc.is_khugepaged && shared > max.shared {
                 count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
                 return Err(SCAN_EXCEED_SHARED_PTE);
@@ -114,7 +116,7 @@ fn isolate<'p>(
                 || folio.is_young_or_referenced()
                 || vma.mmu_notifier_test_young(address + i as c_ulong * PAGE_SIZE))
         {
-            referenced += 1;
+            referenced = referenced.wrapping_add(1);
         }
         if pte.is_write() {
             writable = true;

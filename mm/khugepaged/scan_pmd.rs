@@ -64,108 +64,111 @@ fn scan_ptes(vma: &Vma<'_>, address: c_ulong, cc: &mut CollapseControl) -> Scan 
         return s;
     };
     let max = MaxPtes::read();
-    let mut shared: c_int = 0;
+    // Each counts entries of the table, at most `HPAGE_PMD_NR`: adding to
+    // them cannot overflow.
+    let (mut unmapped, mut none_or_zero, mut referenced, mut shared): (c_int, c_int, c_int, c_int) =
+        (0, 0, 0, 0);
+    let mut writable = false;
+    // The last folio looked at, for the tracepoint.
+    let mut last = None;
 
-    for i in 0..HPAGE_PMD_NR {
-        let Some(entry) = ptes.entry(i) else { break };
-        let pte = entry.pte();
+    let result = 'scan: {
+        for i in 0..HPAGE_PMD_NR {
+            let Some(entry) = ptes.entry(i) else { break };
+            let pte = entry.pte();
 
-        if pte.is_swap() {
-            s.unmapped += 1;
-            if !cc.is_khugepaged || s.unmapped <= max.swap {
-                // Always strict with uffd-wp swap entries, see below.
-                if pte.uffd_wp() {
-                    s.result = Err(SCAN_PTE_UFFD_WP);
-                    return s;
+            if pte.is_swap() {
+                unmapped = unmapped.wrapping_add(1);
+                if !cc.is_khugepaged || unmapped <= max.swap {
+                    // Always strict with uffd-wp swap entries, see below.
+                    if pte.uffd_wp() {
+                        break 'scan Err(SCAN_PTE_UFFD_WP);
+                    }
+                    continue;
                 }
-                continue;
+                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
+                break 'scan Err(SCAN_EXCEED_SWAP_PTE);
             }
-            s.result = Err(SCAN_EXCEED_SWAP_PTE);
-            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SWAP_PTE);
-            return s;
-        }
-        if pte.is_none_or_zero() {
-            s.none_or_zero += 1;
-            if !vma.userfaultfd_armed() && (!cc.is_khugepaged || s.none_or_zero <= max.none) {
-                continue;
+            if pte.is_none_or_zero() {
+                none_or_zero = none_or_zero.wrapping_add(1);
+                if !vma.userfaultfd_armed() && (!cc.is_khugepaged || none_or_zero <= max.none) {
+                    continue;
+                }
+                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
+                break 'scan Err(SCAN_EXCEED_NONE_PTE);
             }
-            s.result = Err(SCAN_EXCEED_NONE_PTE);
-            count_event(bindings::vm_event_item_THP_SCAN_EXCEED_NONE_PTE);
-            return s;
-        }
-        // A uffd-wp armed PTE: marking the huge PMD write-protected could
-        // raise userfaults outside the registered range; keep it simple.
-        if pte.uffd_wp() {
-            s.result = Err(SCAN_PTE_UFFD_WP);
-            return s;
-        }
-        if pte.is_write() {
-            s.writable = true;
+            // A uffd-wp armed PTE: marking the huge PMD write-protected could
+            // raise userfaults outside the registered range; keep it simple.
+            if pte.uffd_wp() {
+                break 'scan Err(SCAN_PTE_UFFD_WP);
+            }
+            writable |= pte.is_write();
+
+            let folio = match entry.normal_folio() {
+                Some(folio) if !folio.is_zone_device() => folio,
+                _ => break 'scan Err(SCAN_PAGE_NULL),
+            };
+            // Mapped by the locked table, so live; these checks are racy,
+            // as in C, and repeated by collapse_huge_page().
+            last = Some(folio);
+
+            if !folio.is_anon() {
+                break 'scan Err(SCAN_PAGE_ANON);
+            }
+            // A single page counts as shared if any part of the THP is.
+            if folio.likely_mapped_shared() {
+                shared = shared.wrapping_add(1);
+                if cc.is_khugepaged && shared > max.shared {
+                    count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
+                    break 'scan Err(SCAN_EXCEED_SHARED_PTE);
+                }
+            }
+            // The node with the most pages gets the huge page.
+            let node = folio.nid();
+            if scan_abort(node, cc) {
+                break 'scan Err(SCAN_SCAN_ABORT);
+            }
+            if let Some(load) = cc.node_load.get_mut(node as usize) {
+                // At most `HPAGE_PMD_NR`, as above.
+                *load = load.wrapping_add(1);
+            }
+            if !folio.is_lru() {
+                break 'scan Err(SCAN_PAGE_LRU);
+            }
+            if folio.is_locked() {
+                break 'scan Err(SCAN_PAGE_LOCK);
+            }
+            // GUP (or other external) pins; racy, retried later.
+            if !is_refcount_suitable(folio) {
+                break 'scan Err(SCAN_PAGE_COUNT);
+            }
+            // khugepaged wants enough young PTEs to justify a collapse.
+            if cc.is_khugepaged
+                && (pte.is_young()
+                    || folio.is_young_or_referenced()
+                    || vma.mmu_notifier_test_young(address + i as c_ulong * PAGE_SIZE))
+            {
+                referenced = referenced.wrapping_add(1);
+            }
         }
 
-        let folio = match entry.normal_folio() {
-            Some(folio) if !folio.is_zone_device() => folio,
-            _ => {
-                s.result = Err(SCAN_PAGE_NULL);
-                return s;
-            }
-        };
-        // Mapped by the locked table, so live; these checks are racy, as
-        // in C, and repeated by collapse_huge_page().
-        s.pfn = Some(folio.pfn());
-
-        if !folio.is_anon() {
-            s.result = Err(SCAN_PAGE_ANON);
-            return s;
-        }
-        // A single page counts as shared if any part of the THP is.
-        if folio.likely_mapped_shared() {
-            shared += 1;
-            if cc.is_khugepaged && shared > max.shared {
-                s.result = Err(SCAN_EXCEED_SHARED_PTE);
-                count_event(bindings::vm_event_item_THP_SCAN_EXCEED_SHARED_PTE);
-                return s;
-            }
-        }
-        // The node with the most pages gets the huge page.
-        let node = folio.nid();
-        if scan_abort(node, cc) {
-            s.result = Err(SCAN_SCAN_ABORT);
-            return s;
-        }
-        cc.node_load[node as usize] += 1;
-        if !folio.is_lru() {
-            s.result = Err(SCAN_PAGE_LRU);
-            return s;
-        }
-        if folio.is_locked() {
-            s.result = Err(SCAN_PAGE_LOCK);
-            return s;
-        }
-        // GUP (or other external) pins; racy, retried later.
-        if !is_refcount_suitable(folio) {
-            s.result = Err(SCAN_PAGE_COUNT);
-            return s;
-        }
-        // khugepaged wants enough young PTEs to justify a collapse.
-        if cc.is_khugepaged
-            && (pte.is_young()
-                || folio.is_young_or_referenced()
-                || vma.mmu_notifier_test_young(address + i as c_ulong * PAGE_SIZE))
+        if !writable {
+            Err(SCAN_PAGE_RO)
+        } else if cc.is_khugepaged
+            && (referenced == 0 || (unmapped != 0 && referenced < HPAGE_PMD_NR as c_int / 2))
         {
-            s.referenced += 1;
+            Err(SCAN_LACK_REFERENCED_PAGE)
+        } else {
+            Ok(())
         }
-    }
-
-    s.result = if !s.writable {
-        Err(SCAN_PAGE_RO)
-    } else if cc.is_khugepaged
-        && (s.referenced == 0 || (s.unmapped != 0 && s.referenced < HPAGE_PMD_NR as c_int / 2))
-    {
-        Err(SCAN_LACK_REFERENCED_PAGE)
-    } else {
-        Ok(())
     };
+    s.pfn = last.map(|folio| folio.pfn());
+    drop(ptes);
+    s.result = result;
+    s.referenced = referenced;
+    s.unmapped = unmapped;
+    s.none_or_zero = none_or_zero;
+    s.writable = writable;
     s
 }
 

@@ -422,6 +422,7 @@ static long long khugepaged_idle_cpu_ns(void)
 
 #define SCAN_PMDS	16
 #define SCAN_PAGES	"8192"	/* SCAN_PMDS * HPAGE_PMD_NR (4 KiB pages) */
+#define SCAN_SLEEP	"3600000"	/* ms */
 
 /*
  * Has khugepaged collapse SCAN_PMDS PMDs of new anonymous memory of small
@@ -429,10 +430,12 @@ static long long khugepaged_idle_cpu_ns(void)
  * ns per PMD collapsed, or -1.
  *
  * Each of its passes (khugepaged_do_scan()) is started by hand, by a
- * write to scan_sleep_millisecs, with scan_sleep_millisecs long and
- * pages_to_scan the SCAN_PMDS PMDs: a pass scans from the cursor, and ends
- * once it has gone through the SCAN_PMDS PMDs (or its mm list twice);
- * khugepaged then sleeps, and its CPU time is read. The clock stops on
+ * write to scan_sleep_millisecs, with scan_sleep_millisecs an hour (no
+ * pass of its own, even in the guest time of -icount, where a second is
+ * 10^9 instructions) and pages_to_scan the SCAN_PMDS PMDs: a pass scans
+ * from the cursor, and ends once it has gone through the SCAN_PMDS PMDs
+ * (or its mm list twice); khugepaged then sleeps, and its CPU time is
+ * read. The clock stops on
  * that event, not when a poll sees pages_collapsed move: khugepaged does
  * not spin rescanning the collapsed range (or an mm whose mmap lock the
  * benchmark holds) for as long as the scheduler lets it, which made this
@@ -463,18 +466,19 @@ static long long scan_collapse(int pfd)
 		madvise(q, PMD_SIZE, MADV_HUGEPAGE);
 		munmap(q, PMD_SIZE);
 	}
-	write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
+	write_str(KHUGEPAGED "scan_sleep_millisecs", SCAN_SLEEP, 0);
 	write_str(KHUGEPAGED "pages_to_scan", SCAN_PAGES, 0);
 	khugepaged_idle_cpu_ns();
 	madvise(p, len, MADV_HUGEPAGE);
-	before = read_num(KHUGEPAGED "pages_collapsed");
 	cpu0 = khugepaged_idle_cpu_ns();
+	/* After cpu0: a collapse before it fails the round. */
+	before = read_num(KHUGEPAGED "pages_collapsed");
 	if (pfd >= 0)
 		ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
 	for (pass = 0; pass < 4 && cpu0 >= 0 &&
 	     read_num(KHUGEPAGED "pages_collapsed") - before < SCAN_PMDS; pass++) {
 		/* Wakes khugepaged for one pass (khugepaged_sleep_expire = 0). */
-		write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
+		write_str(KHUGEPAGED "scan_sleep_millisecs", SCAN_SLEEP, 0);
 		cpu1 = khugepaged_idle_cpu_ns();
 		if (cpu1 < 0)
 			break;
@@ -490,6 +494,7 @@ static long long scan_collapse(int pfd)
 		       __func__, pass, read_num(KHUGEPAGED "pages_collapsed") - before,
 		       cpu0, cpu1);
 	write_str(KHUGEPAGED "pages_to_scan", "4096", 0);
+	write_str(KHUGEPAGED "scan_sleep_millisecs", "10000", 0);
 	munmap(p, len);
 	return ret;
 }

@@ -404,13 +404,14 @@ static char khugepaged_state(void)
 
 /*
  * khugepaged's CPU time once it sleeps: asleep, and its clock still over
- * 1 ms of ours (so it is not waiting for this CPU either), or -1 after 60 s.
+ * 1 ms of ours (so it is not waiting for this CPU either), or -1 after 60 s
+ * (at once without its clock).
  */
 static long long khugepaged_idle_cpu_ns(void)
 {
 	long long t0 = now_ns(), a = khugepaged_cpu_ns(), b;
 
-	while (now_ns() - t0 < 60000000000LL) {
+	while (a >= 0 && now_ns() - t0 < 60000000000LL) {
 		usleep(1000);
 		b = khugepaged_cpu_ns();
 		if (b == a && khugepaged_state() == 'S')
@@ -435,11 +436,11 @@ static long long khugepaged_idle_cpu_ns(void)
  * 10^9 instructions) and pages_to_scan the SCAN_PMDS PMDs: a pass scans
  * from the cursor, and ends once it has gone through the SCAN_PMDS PMDs
  * (or its mm list twice); khugepaged then sleeps, and its CPU time is
- * read. The clock stops on
- * that event, not when a poll sees pages_collapsed move: khugepaged does
- * not spin rescanning the collapsed range (or an mm whose mmap lock the
- * benchmark holds) for as long as the scheduler lets it, which made this
- * row depend on how the vCPUs interleaved.
+ * read. The clock stops on that event, not when a poll sees
+ * pages_collapsed move: khugepaged does not spin rescanning the collapsed
+ * range (or an mm whose mmap lock the benchmark holds) for as long as the
+ * scheduler lets it, which made this row depend on how the vCPUs
+ * interleaved.
  */
 static long long scan_collapse(int pfd)
 {

@@ -230,6 +230,26 @@ bool rust_helper_folio_test_swapcache(const struct folio *folio)
 	return folio_test_swapcache(folio);
 }
 
+bool rust_helper_folio_test_mlocked(const struct folio *folio)
+{
+	return folio_test_mlocked(folio);
+}
+
+bool rust_helper_folio_test_ksm(const struct folio *folio)
+{
+	return folio_test_ksm(folio);
+}
+
+bool rust_helper_folio_test_unevictable(const struct folio *folio)
+{
+	return folio_test_unevictable(folio);
+}
+
+void rust_helper_folio_clear_active(struct folio *folio)
+{
+	folio_clear_active(folio);
+}
+
 bool rust_helper_folio_test_private(const struct folio *folio)
 {
 	return folio_test_private(folio);

@@ -8,7 +8,7 @@
 
 use crate::mm::virt::Vma;
 use crate::types::Opaque;
-use crate::{bindings, ffi::c_ulong};
+use crate::{bindings, ffi, ffi::c_ulong};
 use core::marker::{PhantomData, PhantomPinned};
 use core::pin::{pin, Pin};
 use core::ptr::NonNull;
@@ -483,6 +483,65 @@ impl IsolatedFolio {
         unsafe { this.release(true) };
     }
 
+    /// Ends the isolation of a small folio that only this object and the
+    /// caller reference, and hands the references to `batch`, whose last
+    /// put frees the folio without putting it back on an LRU list first, as
+    /// migration frees the folios it moved: C's putback would add it to an
+    /// LRU list only for the put to take it off again.
+    ///
+    /// Gives the object back untouched when the folio is large, mlocked or
+    /// unevictable (what the LRU putback sorts out), a KSM folio (the
+    /// stable tree finds it, and may map it again, without a reference),
+    /// or when anything but this object and the caller's `refs` references
+    /// it (another page table, the swap or page cache, a per-cpu batch, a
+    /// lookup).
+    ///
+    /// The batch may free the folio at once (see [`PutBatch::add`]).
+    ///
+    /// # Safety
+    ///
+    /// The caller must own `refs` references on the folio that nothing else
+    /// stands for (no page table entry maps the folio through them). They
+    /// are handed to `batch` when this returns `Ok`.
+    #[inline]
+    pub unsafe fn free_unreferenced(self, refs: u32, batch: &mut PutBatch) -> Result<(), Self> {
+        let folio = self.folio.as_ptr();
+        let count = refs.checked_add(1).and_then(|n| i32::try_from(n).ok());
+        if self.is_large() || Some(self.ref_count()) != count {
+            return Err(self);
+        }
+        // SAFETY: live (isolated, type invariant); reads flags and the
+        // mapping pointer's.
+        let keep = unsafe {
+            bindings::folio_test_mlocked(folio)
+                || bindings::folio_test_unevictable(folio)
+                || bindings::folio_test_ksm(folio)
+        };
+        if keep {
+            return Err(self);
+        }
+        // Nobody else references the folio, so no page table maps it, no
+        // cache or LRU list holds it, and, not being KSM, nothing can map
+        // it again (the mapping needs an existing one, or the swap cache);
+        // the isolation keeps reclaim and compaction away: only lookups
+        // that take a reference speculatively, see no LRU flag and put it.
+        // The gen bits of the multi-gen LRU went at the isolation; the
+        // active bit, which the LRU clears, must not reach the allocator.
+        // SAFETY: locked, isolated and counted by this object (type
+        // invariant), which gives all three up here.
+        unsafe {
+            bindings::folio_clear_active(folio);
+            bindings::node_stat_mod_folio(folio, isolated_item(&self), -1);
+            bindings::folio_unlock(folio);
+        }
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the isolation's reference (type invariant) and the
+        // caller's `refs` (safety requirements), `count` in all, on a small
+        // folio (so not the huge zero folio).
+        unsafe { batch.add(this.folio, refs + 1) };
+        Ok(())
+    }
+
     /// Uncounts, unlocks and puts the folio back on an LRU list, with
     /// `free_swap_cache()` after the unlock if `free_swap_cache`.
     ///
@@ -521,6 +580,88 @@ impl Drop for IsolatedFolio {
     fn drop(&mut self) {
         // SAFETY: the object is being dropped.
         unsafe { self.release(false) };
+    }
+}
+
+/// References on folios, put together when the batch is full or dropped
+/// (`folios_put_refs()`): the folios whose last reference goes are freed
+/// with one memcg uncharge and one pass through the page allocator per
+/// batch.
+///
+/// The caller flushes a full batch ([`PutBatch::is_full`]) where it is
+/// best done, outside a spinlock say; [`PutBatch::add`] flushes one
+/// itself before it adds to it.
+///
+/// # Invariants
+///
+/// `batch` is an initialised `folio_batch`; the object owns `refs[i]`
+/// references on `batch.folios[i]` for each `i < batch.nr`.
+pub struct PutBatch {
+    batch: bindings::folio_batch,
+    refs: [ffi::c_uint; bindings::PAGEVEC_SIZE as usize],
+}
+
+impl PutBatch {
+    /// An empty batch (`folio_batch_init()`).
+    #[inline]
+    pub fn new() -> Self {
+        // INVARIANT: a zeroed `folio_batch` is an empty one.
+        Self {
+            batch: bindings::folio_batch::default(),
+            refs: [0; bindings::PAGEVEC_SIZE as usize],
+        }
+    }
+
+    /// Adds `refs` references on `folio`, after putting the batch if it is
+    /// full. A put may free folios: not under an lruvec or zone lock.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own `refs` references on `folio`, which it hands
+    /// over; `folio` must not be the huge zero folio, whose references
+    /// `folios_put_refs()` skips.
+    #[inline]
+    pub unsafe fn add(&mut self, folio: NonNull<bindings::folio>, refs: ffi::c_uint) {
+        if self.is_full() {
+            self.flush();
+        }
+        let n = self.batch.nr as usize;
+        if let (Some(f), Some(r)) = (self.batch.folios.get_mut(n), self.refs.get_mut(n)) {
+            *f = folio.as_ptr();
+            *r = refs;
+            // INVARIANT: owned (safety requirements).
+            self.batch.nr += 1;
+        }
+    }
+
+    /// Whether the batch is full: the next [`PutBatch::add`] puts it first.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.batch.nr as usize >= self.batch.folios.len()
+    }
+
+    /// Puts every reference in the batch, which is left empty.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.batch.nr != 0 {
+            // SAFETY: the batch is initialised and owns `refs[i]` references
+            // on its `i`th folio (type invariant); `folios_put_refs()` puts
+            // them and empties it.
+            unsafe { bindings::folios_put_refs(&mut self.batch, self.refs.as_mut_ptr()) };
+        }
+    }
+}
+
+impl Default for PutBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PutBatch {
+    #[inline]
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -7,7 +7,7 @@
 //! C header: [`include/linux/pgtable.h`](srctree/include/linux/pgtable.h).
 //! See the [lock order](crate::mm#lock-order).
 
-use crate::mm::folio::{Folio, LockedFolio, NewFolio};
+use crate::mm::folio::{Folio, IsolatedFolio, LockedFolio, NewFolio, PutBatch};
 use crate::mm::mmu_notifier::MmuInvalidation;
 use crate::mm::read_once;
 use crate::mm::rmap::AnonVmaWriteGuard;
@@ -740,6 +740,30 @@ impl UnmappedPages {
     #[inline]
     pub fn nr(&self) -> usize {
         self.nr
+    }
+
+    /// Frees the small folio whose last mapping these pages were, and which
+    /// `isolated` keeps isolated, without putting it back on an LRU list
+    /// first ([`IsolatedFolio::free_unreferenced`]), the references going
+    /// to `batch`. When that cannot be (`isolated` is another folio, or the
+    /// folio is referenced elsewhere), releases `isolated` and then these
+    /// pages, as their drops do.
+    #[inline]
+    pub fn free_isolated(self, isolated: IsolatedFolio, batch: &mut PutBatch) {
+        if isolated.as_ptr() != self.folio.as_ptr() {
+            drop(isolated);
+            drop(self);
+            return;
+        }
+        let this = core::mem::ManuallyDrop::new(self);
+        // `nr` is 1 for a small folio; a larger one is given back.
+        let refs = u32::try_from(this.nr).unwrap_or(u32::MAX);
+        // SAFETY: this object owns `nr` references on the folio (type
+        // invariant), which it gives up to `batch` on success.
+        if let Err(isolated) = unsafe { isolated.free_unreferenced(refs, batch) } {
+            drop(isolated);
+            drop(core::mem::ManuallyDrop::into_inner(this));
+        }
     }
 }
 

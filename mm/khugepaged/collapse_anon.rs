@@ -36,7 +36,7 @@
 use core::pin::Pin;
 use kernel::bindings;
 use kernel::ffi::{c_int, c_ulong};
-use kernel::mm::folio::{IsolatedList, NewFolio};
+use kernel::mm::folio::{IsolatedList, NewFolio, PutBatch};
 use kernel::mm::mmu_notifier::MmuNotifierRange;
 use kernel::mm::pgtable::{CheckedPtes, DetachedEntry, Pmd, PmdId, PteMapLock, Unmapped};
 use kernel::mm::virt::Vma;
@@ -152,21 +152,26 @@ fn copy(ptes: &CheckedPtes<'_>, folio: &NewFolio) -> ScanResult {
 /// `__collapse_huge_page_copy_succeeded()`: unmaps every entry of the
 /// detached table and frees the pages that are now copied, ending the
 /// isolation of their folios: a small folio's as its entry goes, a large
-/// one's once all of its entries are gone. The entries of a large folio
-/// go a run at a time, one rmap and reference update per run, as in
-/// 6.17; the holes are counted in `MM_ANONPAGES` at once. `isolate()`
-/// succeeded on this table with `isolated`.
+/// one's once all of its entries are gone. A small folio that nothing else
+/// references is freed without the LRU putback that C does first (which
+/// puts it on an LRU list for the free to take it off again), in batches
+/// of `PAGEVEC_SIZE` put with the lock released; any other goes back to
+/// the LRU as in C. The entries
+/// of a large folio go a run at a time, one rmap and reference update per
+/// run, as in 6.17; the holes are counted in `MM_ANONPAGES` at once.
+/// `isolate()` succeeded on this table with `isolated`.
 ///
 /// The PTE lock is taken once for the table, where C takes it around each
 /// entry: nothing else can reach a detached table, so nobody waits for
 /// it; it is held for the per-cpu stats of `folio_remove_rmap_ptes()`,
 /// which need preemption off, and what is done under it (an LRU putback,
 /// a folio put) does not sleep, as under `__collapse_huge_page_isolate()`'s
-/// lock.
+/// lock. It is released to put each full batch of frees.
 fn copy_succeeded(ptes: &CheckedPtes<'_>, vma: &Vma<'_>, isolated: Pin<&IsolatedList>) {
     let mut holes = 0;
     let mut i = 0;
-    let held = ptes.lock();
+    let mut freed = PutBatch::new();
+    let mut held = ptes.lock();
     while i < HPAGE_PMD_NR {
         let pages = match ptes.unmap(&held, i) {
             // A hole becomes a page of the THP.
@@ -186,21 +191,28 @@ fn copy_succeeded(ptes: &CheckedPtes<'_>, vma: &Vma<'_>, isolated: Pin<&Isolated
         i += pages.nr();
         // The list is in the order of first entries: a folio met for the
         // first time is at its head.
-        if isolated.first_pfn() == Some(pages.folio().pfn()) {
-            if let Some(folio) = isolated.pop() {
-                if folio.is_large() {
-                    // Released below, once every entry is gone.
-                    isolated.push(folio);
-                } else {
-                    // release_pte_folio(): unlocked, back on the LRU, then
-                    // freed by the put of the entry's reference below.
-                    drop(folio);
+        let first = isolated.first_pfn() == Some(pages.folio().pfn());
+        match first.then(|| isolated.pop()).flatten() {
+            // Released below, once every entry is gone.
+            Some(folio) if folio.is_large() => {
+                isolated.push(folio);
+                drop(pages);
+            }
+            // Its one entry is gone: freed, off the LRU.
+            Some(folio) => {
+                pages.free_isolated(folio, &mut freed);
+                if freed.is_full() {
+                    // Freed outside the lock, as C frees each page.
+                    drop(held);
+                    freed.flush();
+                    held = ptes.lock();
                 }
             }
+            None => drop(pages),
         }
-        drop(pages);
     }
     drop(held);
+    drop(freed);
     if holes != 0 {
         vma.add_mm_counter(bindings::MM_ANONPAGES as i32, holes);
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
@@ -109,6 +110,129 @@ TEST(anon_collapse)
 	 * folios' isolation leaked; the slack is the per-cpu batching).
 	 */
 	EXPECT_GT(128, vmstat_settled("nr_isolated_anon", 127));
+	munmap(p, PMD_SIZE);
+}
+
+/*
+ * How many of the @nr pages at @p are on an LRU list (kpageflags' LRU bit),
+ * after draining the per-cpu LRU batches (mlock() does, of any page);
+ * -1 on error.
+ */
+static long pages_on_lru(const char *p, size_t nr)
+{
+	int pagemap = open("/proc/self/pagemap", O_RDONLY);
+	int kpageflags = open("/proc/kpageflags", O_RDONLY);
+	void *drain = mmap(NULL, KH_PAGE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long lru = -1;
+
+	if (pagemap < 0 || kpageflags < 0 || drain == MAP_FAILED ||
+	    mlock(drain, KH_PAGE))
+		goto out;
+	lru = 0;
+	for (size_t i = 0; i < nr; i++) {
+		uint64_t ent, flags;
+		off_t off = ((uintptr_t)p / KH_PAGE + i) * sizeof(ent);
+
+		if (pread(pagemap, &ent, sizeof(ent), off) != sizeof(ent) ||
+		    !(ent >> 63) || !(ent & ((1ULL << 55) - 1)) ||
+		    pread(kpageflags, &flags, sizeof(flags),
+			  (ent & ((1ULL << 55) - 1)) * sizeof(flags)) != sizeof(flags)) {
+			lru = -1;
+			break;
+		}
+		lru += (flags >> 5) & 1;	/* KPF_LRU */
+	}
+out:
+	if (drain != MAP_FAILED)
+		munmap(drain, KH_PAGE);
+	if (pagemap >= 0)
+		close(pagemap);
+	if (kpageflags >= 0)
+		close(kpageflags);
+	return lru;
+}
+
+/*
+ * The small folios a collapse copies are freed, but only those nothing
+ * else maps: after fork, the child's pages stay its own, with their data,
+ * and go back to the LRU, where reclaim can find them. (A folio that the
+ * collapse freed off the LRU while the child still mapped it would be
+ * invisible to reclaim: KPF_LRU clear.)
+ */
+TEST(anon_collapse_shared_with_child)
+{
+	char *p = aligned_area(1);
+	int to_child[2], to_parent[2], status;
+	char c = 0;
+	pid_t pid;
+
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
+	fill(p, PMD_SIZE, 3);
+	ASSERT_EQ(0, pipe(to_child));
+	ASSERT_EQ(0, pipe(to_parent));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		long lru;
+
+		/* Wait for the parent's collapse, then look at our pages. */
+		if (read(to_child[0], &c, 1) != 1)
+			_exit(2);
+		if (!check(p, PMD_SIZE, 3))
+			_exit(3);
+		lru = pages_on_lru(p, PMD_SIZE / KH_PAGE);
+		if (lru != PMD_SIZE / KH_PAGE) {
+			fprintf(stderr, "# child: %ld of 512 pages on an LRU\n", lru);
+			_exit(4);
+		}
+		_exit(0);
+	}
+	/*
+	 * fork() write-protected every entry, and a collapse wants a writable
+	 * one: copy page 0 (same data). The other 511 stay shared.
+	 */
+	fill(p, KH_PAGE, 3);
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	EXPECT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	EXPECT_TRUE(check(p, PMD_SIZE, 3));
+	ASSERT_EQ(1, write(to_child[1], &c, 1));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
+		TH_LOG("child: status %#x", status);
+	EXPECT_GT(128, vmstat_settled("nr_isolated_anon", 127));
+	munmap(p, PMD_SIZE);
+}
+
+/*
+ * An mlocked range: its small folios are on the unevictable LRU and
+ * mlocked; the collapse must not free them with those bits set (the page
+ * allocator would report a bad page) and the huge page is mlocked in turn.
+ */
+TEST(anon_collapse_mlocked)
+{
+	char *p = aligned_area(1);
+
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
+	fill(p, PMD_SIZE, 4);
+	ASSERT_EQ(0, mlock(p, PMD_SIZE));
+	ASSERT_EQ(PMD_SIZE / KH_PAGE, pages_on_lru(p, PMD_SIZE / KH_PAGE));
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	EXPECT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
+	EXPECT_EQ(2048, smaps_field(p, "AnonHugePages:"));
+	EXPECT_EQ(2048, smaps_field(p, "Locked:"));
+	EXPECT_TRUE(check(p, PMD_SIZE, 4));
+	EXPECT_GT(128, vmstat_settled("nr_isolated_anon", 127));
+	EXPECT_EQ(0, munlock(p, PMD_SIZE));
 	munmap(p, PMD_SIZE);
 }
 

@@ -73,6 +73,15 @@ static long long now_ns(void)
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+/* CPU time of the calling thread (user and kernel), in ns. */
+static long long thread_cpu_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 static void report(const char *row, long long ns, long collapsed)
 {
 	if (!quiet)
@@ -248,7 +257,13 @@ out:
 	close(fd);
 }
 
-/* 4. uprobe removal until the range is PMD-mapped again. */
+/*
+ * 4. uprobe removal until the range is PMD-mapped again: the CPU time of
+ * the thread that removes it. The breakpoint's removal heals the PMD
+ * (collapse_pte_mapped_thp()) in this thread; the RCU grace periods that
+ * the removal then waits for are sleeps, which wall time would count in
+ * whole scheduler ticks.
+ */
 static void bench_uprobe(void)
 {
 	char path[4096], cmd[4200], en[256];
@@ -274,11 +289,11 @@ static void bench_uprobe(void)
 	snprintf(en, sizeof(en), TRACEFS "events/khugepaged_bench/heal/enable");
 	if (write_str(TRACEFS "uprobe_events", cmd, 1) || write_str(en, "1", 0))
 		goto unmap;
-	t0 = now_ns();
+	t0 = thread_cpu_ns();
 	write_str(en, "0", 0);
 	write_str(TRACEFS "uprobe_events", "-:khugepaged_bench/heal\n", 1);
 	touch(p + PAGE, 1);
-	t1 = now_ns();
+	t1 = thread_cpu_ns();
 	if (smaps_field(p, "FilePmdMapped:") == 2048)
 		report("uprobe-heal", t1 - t0, 0);
 unmap:

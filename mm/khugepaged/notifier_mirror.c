@@ -21,6 +21,13 @@
  *				valid, a page it had mapped that now maps
  *				another pfn or none, or a PMD entry it had that
  *				now points elsewhere or nowhere, is a violation
+ *	stall <usecs>		make each blockable invalidation of a whole
+ *				PMD range of it sleep that long (at most
+ *				100 ms; 0, the default, does not): a device
+ *				slow to flush its TLB, which widens the window
+ *				between a caller's checks before
+ *				mmu_notifier_invalidate_range_start() and its
+ *				page table locks
  *
  * The PMD entries model a device that caches paging structures (an IOMMU
  * walking the CPU's tables for SVA): a PTE table retracted without an
@@ -29,13 +36,14 @@
  *
  * and read() returns one line:
  *
- *	checks <n> invalidated <n> changed <n> violations <n> first <addr>
+ *	checks <n> invalidated <n> changed <n> violations <n> first <addr> stalls <n>
  *
  * (the checks, those that found the snapshot invalidated, those that
  * found a mapped page changed, invalidated or not, and the violations,
- * with the first address of the first).  Only the opener's threads may
- * snapshot and check.
+ * with the first address of the first; the invalidations that stalled).
+ * Only the opener's threads may snapshot, check and stall.
  */
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
@@ -51,6 +59,8 @@
 
 /* The largest range watched: two PMDs. */
 #define NOTIFIER_MIRROR_MAX_PAGES	(2 * PTRS_PER_PMD)
+/* The longest stall of an invalidation. */
+#define NOTIFIER_MIRROR_MAX_STALL_US	100000
 
 /* What a page's translation was: its pfn, and its PMD entry's. */
 struct notifier_mirror_entry {
@@ -68,6 +78,8 @@ struct notifier_mirror {
 	bool valid;
 	struct notifier_mirror_entry *snap, *now;
 	unsigned long checks, invalidated, changed, violations, first;
+	unsigned int stall_us;	/* read without the locks */
+	unsigned long stalls;
 };
 
 static bool notifier_mirror_invalidate(struct mmu_interval_notifier *mni,
@@ -77,11 +89,18 @@ static bool notifier_mirror_invalidate(struct mmu_interval_notifier *mni,
 	struct notifier_mirror *m = container_of(mni, struct notifier_mirror,
 						 mni);
 
+	unsigned int stall_us = READ_ONCE(m->stall_us);
+	bool stall = stall_us && mmu_notifier_range_blockable(range) &&
+		     range->end - range->start >= PMD_SIZE;
+
 	/* May be called with spinlocks held (non-blockable ranges). */
 	spin_lock(&m->lock);
 	mmu_interval_set_seq(mni, cur_seq);
 	m->valid = false;
+	m->stalls += stall;
 	spin_unlock(&m->lock);
+	if (stall)
+		fsleep(stall_us);
 	return true;
 }
 
@@ -201,6 +220,16 @@ static void notifier_mirror_check(struct notifier_mirror *m)
 	spin_unlock(&m->lock);
 }
 
+static int notifier_mirror_stall(struct notifier_mirror *m, const char *arg)
+{
+	unsigned int us;
+
+	if (kstrtouint(arg, 10, &us) || us > NOTIFIER_MIRROR_MAX_STALL_US)
+		return -EINVAL;
+	WRITE_ONCE(m->stall_us, us);
+	return 0;
+}
+
 static ssize_t notifier_mirror_write(struct file *file,
 				     const char __user *ubuf, size_t count,
 				     loff_t *ppos)
@@ -226,6 +255,8 @@ static ssize_t notifier_mirror_write(struct file *file,
 		ret = notifier_mirror_snapshot(m);
 	else if (sysfs_streq(buf, "check"))
 		notifier_mirror_check(m);
+	else if (!strncmp(buf, "stall ", 6))
+		ret = notifier_mirror_stall(m, buf + 6);
 	else
 		ret = -EINVAL;
 	mutex_unlock(&m->op_lock);
@@ -236,14 +267,14 @@ static ssize_t notifier_mirror_read(struct file *file, char __user *ubuf,
 				    size_t count, loff_t *ppos)
 {
 	struct notifier_mirror *m = file->private_data;
-	char buf[160];
+	char buf[256];
 	int len;
 
 	spin_lock(&m->lock);
 	len = scnprintf(buf, sizeof(buf),
-			"checks %lu invalidated %lu changed %lu violations %lu first %#lx\n",
+			"checks %lu invalidated %lu changed %lu violations %lu first %#lx stalls %lu\n",
 			m->checks, m->invalidated, m->changed, m->violations,
-			m->first);
+			m->first, m->stalls);
 	spin_unlock(&m->lock);
 	return simple_read_from_buffer(ubuf, count, ppos, buf, len);
 }

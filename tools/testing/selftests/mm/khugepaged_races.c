@@ -2432,4 +2432,192 @@ TEST_F_TIMEOUT(races, notifier_mirror_retract, TIMEOUT)
 	EXPECT_EQ(0, file_bad(self->fd, salt));
 }
 
+/* ------------------------------------------------------------------ */
+
+/* The mirror's stalled invalidations so far; -1 on error. */
+static long mirror_stalls(int fd)
+{
+	char buf[256], *at;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	at = strstr(buf, " stalls ");
+	return at ? atol(at + 8) : -1;
+}
+
+struct stall_copier {
+	struct shared *sh;
+	uint8_t *priv, *src;
+	int uffd, mirror, salt;
+	atomic_long go, end, done;	/* the round armed, its end, the last done */
+	atomic_long base;	/* the mirror's stalls when the round was armed */
+	atomic_long page;	/* the page copied in the round, or -1 */
+};
+
+/*
+ * Once an invalidation of the whole private mapping has started in the
+ * round (the mirror stalls it: retract_page_tables() past its first
+ * anon_vma check, before its page table locks), one UFFDIO_COPY into a
+ * random page: that gives the VMA its anon_vma and puts an anonymous PTE
+ * in the table being retracted, under the mmap read lock only.
+ */
+static void *stall_copier(void *arg)
+{
+	struct stall_copier *c = arg;
+	unsigned int seed = 67;
+
+	while (!atomic_load(&c->sh->stop)) {
+		long round = atomic_load(&c->go), stalls;
+
+		if (round == atomic_load(&c->done)) {
+			sched_yield();
+			continue;
+		}
+		do {
+			stalls = mirror_stalls(c->mirror);
+		} while (stalls >= 0 && stalls <= atomic_load(&c->base) &&
+			 atomic_load(&c->end) != round);
+		if (stalls < 0) {
+			atomic_fetch_add(&c->sh->bad, 1);
+		} else if (stalls > atomic_load(&c->base)) {
+			size_t k = rand_r(&seed) % NR_PAGES;
+			struct uffdio_copy copy = {
+				.dst = (uintptr_t)c->priv + k * KH_PAGE,
+				.src = (uintptr_t)c->src,
+				.len = KH_PAGE,
+			};
+
+			page_pattern(c->src, k, c->salt);
+			if (!ioctl(c->uffd, UFFDIO_COPY, &copy)) {
+				atomic_store(&c->page, k);
+			} else if (errno != EAGAIN && errno != EEXIST) {
+				fprintf(stderr, "# UFFDIO_COPY: %s\n", strerror(errno));
+				atomic_fetch_add(&c->sh->bad, 1);
+			}
+		}
+		atomic_store(&c->done, round);
+	}
+	return NULL;
+}
+
+/*
+ * retract_page_tables() holds no mmap lock, so a UFFDIO_COPY into a
+ * MAP_PRIVATE mapping registered for MISSING faults can give that VMA an
+ * anon_vma, and put an anonymous PTE in its table, after retract's first
+ * anon_vma check: it must check again under the PTE lock (6.12's
+ * "recheck" after taking the locks; the same in Rust) and keep the table.
+ * The mapping is new in each round (no anon_vma), with a table from a
+ * read fault; the memfd is split by a punched page, and MADV_COLLAPSE of
+ * a shared mapping of it (collapse_file()) retracts the private one, with
+ * the notifier mirror stalling that invalidation for a few milliseconds
+ * while the copier copies a page in. The copied page must then be mapped,
+ * with its data.
+ */
+TEST_F_TIMEOUT(races, uffd_copy_retract, TIMEOUT)
+{
+	static struct stall_copier c;
+	struct counts cnt = { 0 };
+	long rounds = 0, raced = 0, lost = 0, torn = 0;
+	int pagemap, stall_us = 5000;
+	unsigned int seed = 71;
+	char cmd[64], *col;
+	double t0;
+
+	if (access(NOTIFIER_MIRROR, W_OK))
+		SKIP(return, "no %s", NOTIFIER_MIRROR);
+	memset(&c, 0, sizeof(c));
+	c.sh = self->sh;
+	c.salt = 20;
+	c.src = aligned_alloc(KH_PAGE, KH_PAGE);
+	ASSERT_NE(NULL, c.src);
+	self->fd = shmem_fd(19);
+	ASSERT_GE(self->fd, 0);
+	col = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, col);
+	c.priv = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE, self->fd);
+	ASSERT_NE(NULL, c.priv);
+	c.uffd = kh_uffd_register(c.priv, PMD_SIZE, 0,
+				  UFFDIO_REGISTER_MODE_MISSING);
+	self->fd2 = c.uffd;
+	ASSERT_GE(c.uffd, 0) TH_LOG("userfaultfd: %s", strerror(errno));
+	c.mirror = open(NOTIFIER_MIRROR, O_RDWR);
+	ASSERT_GE(c.mirror, 0);
+	snprintf(cmd, sizeof(cmd), "watch %lx %lx", (unsigned long)c.priv, PMD_SIZE);
+	ASSERT_EQ(0, mirror_cmd(c.mirror, cmd));
+	snprintf(cmd, sizeof(cmd), "stall %d", stall_us);
+	ASSERT_EQ(0, mirror_cmd(c.mirror, cmd));
+	pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(pagemap, 0);
+	atomic_store(&c.page, -1);
+	ASSERT_EQ(0, start(self, stall_copier, &c));
+
+	t0 = now();
+	while (!race_over(t0, least(cnt.ok, raced))) {
+		struct uffdio_register reg = {
+			.range = { .start = (uintptr_t)c.priv, .len = PMD_SIZE },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		long k, base;
+		uint64_t ent;
+
+		/* Small pages in the page cache, for collapse_file(). */
+		ASSERT_EQ(0, punch_refill(self->sh, self->fd,
+					  rand_r(&seed) % NR_PAGES, 19));
+		/* A new VMA (no anon_vma) with a table, registered again. */
+		ASSERT_EQ(c.priv, mmap(c.priv, PMD_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_FIXED, self->fd, 0));
+		touch((char *)c.priv, KH_PAGE);
+		ASSERT_EQ(0, ioctl(c.uffd, UFFDIO_REGISTER, &reg));
+		base = mirror_stalls(c.mirror);
+		ASSERT_LE(0, base);
+		atomic_store(&c.base, base);
+		atomic_store(&c.page, -1);
+		atomic_store(&c.go, ++rounds);
+		count(&cnt, madvise(col, PMD_SIZE, MADV_COLLAPSE));
+		atomic_store(&c.end, rounds);
+		while (atomic_load(&c.done) != rounds && !atomic_load(&self->sh->bad))
+			sched_yield();
+		k = atomic_load(&c.page);
+		if (k < 0)
+			continue;
+		raced++;
+		/* Present (bit 63), then its bytes: a lost page reads the file's. */
+		ASSERT_EQ(sizeof(ent), pread(pagemap, &ent, sizeof(ent),
+					     ((uintptr_t)c.priv / KH_PAGE + k) * sizeof(ent)));
+		if (!(ent >> 63)) {
+			lost++;
+			fprintf(stderr, "# round %ld: the page copied at %ld is not mapped\n",
+				rounds, k);
+			break;
+		}
+		for (size_t j = 0; j < KH_PAGE; j++) {
+			if (c.priv[k * KH_PAGE + j] != kh_pattern(k * KH_PAGE + j, c.salt)) {
+				torn++;
+				fprintf(stderr, "# round %ld: page %ld has the wrong bytes\n",
+					rounds, k);
+				break;
+			}
+		}
+		if (torn)
+			break;
+	}
+	stop_threads(self);
+	close(pagemap);
+	close(c.mirror);
+	print_counts("uffd_copy_retract", &cnt);
+	fprintf(stderr, "# %ld rounds, %ld with a page copied during the stalled invalidation\n",
+		rounds, raced);
+	EXPECT_EQ(0, lost);
+	EXPECT_EQ(0, torn);
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&cnt, E_AGAIN | E_INVAL));
+	EXPECT_GE(cnt.ok, MIN_OK);
+	EXPECT_GE(raced, MIN_OK);
+	EXPECT_EQ(0, whole_bad((uint8_t *)col, 19));
+	EXPECT_EQ(0, file_bad(self->fd, 19));
+}
+
 TEST_HARNESS_MAIN

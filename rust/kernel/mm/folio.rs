@@ -678,15 +678,17 @@ impl Drop for PutBatch {
 /// # Examples
 ///
 /// ```
-/// use kernel::{mm::HPAGE_PMD_SIZE, mm::folio::{lru_add_drain, IsolatedList}, mm::kunit::KthreadMm};
+/// use kernel::{mm::HPAGE_PMD_SIZE, mm::folio::{lru_add_drain_all, IsolatedList}};
+/// use kernel::mm::kunit::KthreadMm;
 ///
 /// const ADDR: usize = 0x4000_0000;
 /// let mm = KthreadMm::new()?;
 /// mm.map_anon(ADDR, HPAGE_PMD_SIZE, false)?;
 /// mm.write(ADDR, &[1])?;
 /// mm.write(ADDR + 4096, &[2])?;
-/// // Fresh folios may sit in a per-cpu batch, off the LRU: drain it.
-/// lru_add_drain();
+/// // Fresh folios may sit in a per-cpu batch, off the LRU: drain them
+/// // (every CPU's: the test may have moved since the fault).
+/// lru_add_drain_all();
 /// let mmap = mm.mmap_read();
 /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
 /// let pmd = vma.find_pmd(ADDR as _).ok_or(EINVAL)?;
@@ -713,7 +715,9 @@ impl Drop for PutBatch {
 /// });
 /// // What the list held is released at the end.
 /// seen[5] = !b.is_locked();
+/// // No lock held at the assertion: a failed one ends the thread.
 /// drop(ptes);
+/// drop(mmap);
 /// assert_eq!(seen, [true; 6]);
 /// # Ok::<(), Error>(())
 /// ```
@@ -798,9 +802,10 @@ impl IsolatedList {
     }
 }
 
-/// `lru_add_drain()`: moves this CPU's batched folios onto the LRU lists.
+/// `lru_add_drain_all()`: moves every CPU's batched folios onto the LRU
+/// lists, and waits for that. May sleep.
 #[inline]
-pub fn lru_add_drain() {
+pub fn lru_add_drain_all() {
     // SAFETY: no requirements.
-    unsafe { bindings::lru_add_drain() };
+    unsafe { bindings::lru_add_drain_all() };
 }

@@ -156,10 +156,10 @@ fn copy(ptes: &CheckedPtes<'_>, folio: &NewFolio) -> ScanResult {
 /// references is freed without the LRU putback that C does first (which
 /// puts it on an LRU list for the free to take it off again), in batches
 /// of `PAGEVEC_SIZE` put with the lock released; any other goes back to
-/// the LRU as in C. The entries
-/// of a large folio go a run at a time, one rmap and reference update per
-/// run, as in 6.17; the holes are counted in `MM_ANONPAGES` at once.
-/// `isolate()` succeeded on this table with `isolated`.
+/// the LRU as in C. The entries of a large folio go a run at a time, one
+/// rmap and reference update per run, as in 6.17; the holes are counted
+/// in `MM_ANONPAGES` at once. `isolate()` succeeded on this table with
+/// `isolated`.
 ///
 /// The PTE lock is taken once for the table, where C takes it around each
 /// entry: nothing else can reach a detached table, so nobody waits for

@@ -65,21 +65,19 @@ static bool want(const char *row)
 	return false;
 }
 
-static long long now_ns(void)
+/* Clock @clk in ns, or -1 if it cannot be read. */
+static long long clock_ns(clockid_t clk)
 {
 	struct timespec t;
 
-	clock_gettime(CLOCK_MONOTONIC, &t);
+	if (clock_gettime(clk, &t))
+		return -1;
 	return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* CPU time of the calling thread (user and kernel), in ns. */
-static long long thread_cpu_ns(void)
+static long long now_ns(void)
 {
-	struct timespec t;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
+	return clock_ns(CLOCK_MONOTONIC);
 }
 
 static void report(const char *row, long long ns, long collapsed)
@@ -289,11 +287,12 @@ static void bench_uprobe(void)
 	snprintf(en, sizeof(en), TRACEFS "events/khugepaged_bench/heal/enable");
 	if (write_str(TRACEFS "uprobe_events", cmd, 1) || write_str(en, "1", 0))
 		goto unmap;
-	t0 = thread_cpu_ns();
+	/* The thread's CPU time (user and kernel). */
+	t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	write_str(en, "0", 0);
 	write_str(TRACEFS "uprobe_events", "-:khugepaged_bench/heal\n", 1);
 	touch(p + PAGE, 1);
-	t1 = thread_cpu_ns();
+	t1 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	if (smaps_field(p, "FilePmdMapped:") == 2048)
 		report("uprobe-heal", t1 - t0, 0);
 unmap:
@@ -391,13 +390,11 @@ static pid_t khugepaged_pid(void)
  */
 static long long khugepaged_cpu_ns(void)
 {
-	struct timespec t;
 	clockid_t clk;
 
-	if (khugepaged_pid() < 0 || clock_getcpuclockid(khugepaged_pid(), &clk) ||
-	    clock_gettime(clk, &t))
+	if (khugepaged_pid() < 0 || clock_getcpuclockid(khugepaged_pid(), &clk))
 		return -1;
-	return t.tv_sec * 1000000000LL + t.tv_nsec;
+	return clock_ns(clk);
 }
 
 /* khugepaged's state letter in /proc/PID/stat ('S' asleep), or 0. */

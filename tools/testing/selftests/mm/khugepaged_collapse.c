@@ -89,15 +89,26 @@ static int split_pmd(char *p, int prot)
 	return mprotect(p + 4096, 4096, prot);
 }
 
+/*
+ * Maps anonymous memory over the 2 MiB at @p, faulted in by small pages
+ * (MADV_NOHUGEPAGE) filled with fill(, @seed); -1 on failure.
+ */
+static int small_anon(char *p, unsigned int seed)
+{
+	if (mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p ||
+	    madvise(p, PMD_SIZE, MADV_NOHUGEPAGE))
+		return -1;
+	fill(p, PMD_SIZE, seed);
+	return 0;
+}
+
 TEST(anon_collapse)
 {
 	char *p = aligned_area(1);
 
 	ASSERT_NE(p, NULL);
-	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
-	fill(p, PMD_SIZE, 1);
+	ASSERT_EQ(0, small_anon(p, 1));
 	ASSERT_EQ(0, smaps_field(p, "AnonHugePages:"));
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
 	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
@@ -168,10 +179,7 @@ TEST(anon_collapse_shared_with_child)
 	pid_t pid;
 
 	ASSERT_NE(p, NULL);
-	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
-	fill(p, PMD_SIZE, 3);
+	ASSERT_EQ(0, small_anon(p, 3));
 	ASSERT_EQ(0, pipe(to_child));
 	ASSERT_EQ(0, pipe(to_parent));
 	pid = fork();
@@ -219,10 +227,7 @@ TEST(anon_collapse_mlocked)
 	char *p = aligned_area(1);
 
 	ASSERT_NE(p, NULL);
-	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
-	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_NOHUGEPAGE));
-	fill(p, PMD_SIZE, 4);
+	ASSERT_EQ(0, small_anon(p, 4));
 	ASSERT_EQ(0, mlock(p, PMD_SIZE));
 	ASSERT_EQ(PMD_SIZE / KH_PAGE, pages_on_lru(p, PMD_SIZE / KH_PAGE));
 	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));

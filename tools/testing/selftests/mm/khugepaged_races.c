@@ -2521,6 +2521,7 @@ TEST_F_TIMEOUT(races, uffd_copy_retract, TIMEOUT)
 	struct counts cnt = { 0 };
 	long rounds = 0, raced = 0, lost = 0, torn = 0;
 	int pagemap, stall_us = 5000;
+	uint8_t want[KH_PAGE];
 	unsigned int seed = 71;
 	char cmd[64], *col;
 	double t0;
@@ -2593,16 +2594,13 @@ TEST_F_TIMEOUT(races, uffd_copy_retract, TIMEOUT)
 				rounds, k);
 			break;
 		}
-		for (size_t j = 0; j < KH_PAGE; j++) {
-			if (c.priv[k * KH_PAGE + j] != kh_pattern(k * KH_PAGE + j, c.salt)) {
-				torn++;
-				fprintf(stderr, "# round %ld: page %ld has the wrong bytes\n",
-					rounds, k);
-				break;
-			}
-		}
-		if (torn)
+		page_pattern(want, k, c.salt);
+		if (memcmp(c.priv + k * KH_PAGE, want, KH_PAGE)) {
+			torn++;
+			fprintf(stderr, "# round %ld: page %ld has the wrong bytes\n",
+				rounds, k);
 			break;
+		}
 	}
 	stop_threads(self);
 	close(pagemap);

@@ -75,7 +75,8 @@ def parse(log):
 
 
 def parse_profile(log):
-    """{row: {"iters": {impl: n}, "period": ns, "samples": {impl: {sym: n}}}}."""
+    """{row: {"iters": {impl: n}, "period": ns, "samples": {impl: {sym: n}},
+    "incl": {impl: {sym: n}}}}: samples in each function, and on its call chain."""
     prof = {}
     with open(log, errors="replace") as f:
         for line in f:
@@ -83,6 +84,10 @@ def parse_profile(log):
             if m:
                 row = prof.setdefault(m.group(1), {"iters": {}, "samples": {}})
                 row["samples"].setdefault(m.group(2), {})[m.group(3)] = int(m.group(4))
+            m = re.search(r"@@PROFINC row=(\S+) impl=(\S+) sym=(\S+) samples=(\d+)", line)
+            if m:
+                row = prof.setdefault(m.group(1), {"iters": {}, "samples": {}})
+                row.setdefault("incl", {}).setdefault(m.group(2), {})[m.group(3)] = int(m.group(4))
             m = re.search(r"@@PROFDONE row=(\S+) iterations_c=(\d+) iterations_rust=(\d+) "
                           r"period_ns=(\d+) lost=(\d+)", line)
             if m:
@@ -114,6 +119,11 @@ C_KHUGEPAGED = {
 }
 
 
+# Frames on every call chain of a system call or a kernel thread.
+ENTRY_FRAMES = re.compile(r"^__(x64|arm64)_sys_|syscall|^entry_|^el0|^do_el0|^invoke_syscall|"
+                          r"^do_madvise$|^madvise_walk_vmas$|^ret_from_fork|^kthread$")
+
+
 def print_profile(prof, top=14, unit="us"):
     for row, p in prof.items():
         iters = p.get("iters", {})
@@ -142,6 +152,19 @@ def print_profile(prof, top=14, unit="us"):
         print(f"  {'function':<44} {'C':>8} {'Rust':>8}")
         for sym in syms[:top]:
             print(f"  {sym[:44]:<44} {per['c'].get(sym, 0):>8.2f} {per['rust'].get(sym, 0):>8.2f}")
+        if not p.get("incl"):
+            continue
+        # Inclusive: the samples with the function on their call chain,
+        # what it and everything it calls cost; without the syscall and
+        # entry frames, which are on every chain, and always with the
+        # retraction, whatever its share.
+        inc = {i: {s: n / iters[i] for s, n in p["incl"].get(i, {}).items()} for i in ("c", "rust")}
+        syms = sorted((s for s in set(inc["c"]) | set(inc["rust"]) if not ENTRY_FRAMES.search(s)),
+                      key=lambda s: -max(inc["c"].get(s, 0), inc["rust"].get(s, 0)))
+        syms = syms[:top] + [s for s in syms[top:] if "retract_page_tables" in s]
+        print(f"  {'inclusive (function and its callees)':<44} {'C':>8} {'Rust':>8}")
+        for sym in syms:
+            print(f"  {sym[:44]:<44} {inc['c'].get(sym, 0):>8.2f} {inc['rust'].get(sym, 0):>8.2f}")
 
 
 def rows_of(data):

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/perf_event.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -303,57 +304,89 @@ out:
 	unlink(path);
 }
 
-/* 5. One shmem file mapped by @nr processes; collapse + retract. */
-static void bench_retract(int nr)
-{
-	int fd = memfd_create("bench_retract", 0);
-	int go[2], ready[2];
+/*
+ * A memfd of PMD_SIZE bytes mapped by this process and by @nr - 1 children,
+ * each by PTEs at a 2 MiB aligned address, waiting on a pipe: the retract
+ * rows and their profile.
+ */
+struct retract_setup {
+	int nr, fd, go[2], ready[2];
 	pid_t *pids;
-	char row[32], c, *p;
-	long long ns;
+	char *p;
+};
+
+static bool retract_setup(struct retract_setup *r, int nr)
+{
+	char c;
 	int i;
 
-	if (fd < 0 || ftruncate(fd, PMD_SIZE) || pipe(go) || pipe(ready))
-		return;
-	pids = calloc(nr, sizeof(*pids));
-	p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
-	if (!pids || !p)
-		return;
-	memset(p, 3, PMD_SIZE);
-	/* nr - 1 other processes map it by PTEs, at a 2 MiB aligned address. */
+	memset(r, 0, sizeof(*r));
+	r->nr = nr;
+	r->fd = memfd_create("bench_retract", 0);
+	if (r->fd < 0 || ftruncate(r->fd, PMD_SIZE) || pipe(r->go) || pipe(r->ready))
+		return false;
+	r->pids = calloc(nr, sizeof(*r->pids));
+	r->p = aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd);
+	if (!r->pids || !r->p)
+		return false;
+	memset(r->p, 3, PMD_SIZE);
 	for (i = 0; i < nr - 1; i++) {
-		pids[i] = fork();
-		if (!pids[i]) {
-			char *q = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, fd);
+		r->pids[i] = fork();
+		if (!r->pids[i]) {
+			char *q = aligned_map(PMD_SIZE, PROT_READ, MAP_SHARED, r->fd);
 
 			if (q)
 				touch(q, PMD_SIZE);
 			c = q ? 1 : 0;
-			if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			if (write(r->ready[1], &c, 1) != 1 || read(r->go[0], &c, 1) != 1)
 				_exit(1);
 			_exit(0);
 		}
 	}
 	for (i = 0; i < nr - 1; i++)
-		if (read(ready[0], &c, 1) != 1)
+		if (read(r->ready[0], &c, 1) != 1 || !c)
+			return false;
+	madvise(r->p, PMD_SIZE, MADV_HUGEPAGE);
+	return true;
+}
+
+static void retract_teardown(struct retract_setup *r)
+{
+	char c = 0;
+	int i;
+
+	for (i = 0; r->pids && i < r->nr - 1 && r->pids[i] > 0; i++)
+		if (write(r->go[1], &c, 1) != 1)
 			break;
-	madvise(p, PMD_SIZE, MADV_HUGEPAGE);
-	ns = timed_collapse(p, PMD_SIZE);
-	snprintf(row, sizeof(row), "retract-%d", nr);
-	if (ns >= 0)
-		report(row, ns, 0);
-	for (i = 0; i < nr - 1; i++)
-		if (write(go[1], &c, 1) != 1)
-			break;
-	for (i = 0; i < nr - 1; i++)
-		waitpid(pids[i], NULL, 0);
-	free(pids);
-	munmap(p, PMD_SIZE);
-	close(fd);
-	close(go[0]);
-	close(go[1]);
-	close(ready[0]);
-	close(ready[1]);
+	for (i = 0; r->pids && i < r->nr - 1 && r->pids[i] > 0; i++)
+		waitpid(r->pids[i], NULL, 0);
+	free(r->pids);
+	if (r->p)
+		munmap(r->p, PMD_SIZE);
+	for (i = 0; i < 2; i++) {
+		if (r->go[i] > 0)
+			close(r->go[i]);
+		if (r->ready[i] > 0)
+			close(r->ready[i]);
+	}
+	if (r->fd >= 0)
+		close(r->fd);
+}
+
+/* 5. One shmem file mapped by @nr processes; collapse + retract. */
+static void bench_retract(int nr)
+{
+	struct retract_setup r;
+	char row[32];
+	long long ns;
+
+	if (retract_setup(&r, nr)) {
+		ns = timed_collapse(r.p, PMD_SIZE);
+		snprintf(row, sizeof(row), "retract-%d", nr);
+		if (ns >= 0)
+			report(row, ns, 0);
+	}
+	retract_teardown(&r);
 }
 
 /* khugepaged's pid, or -1. */
@@ -585,7 +618,8 @@ static long ksym_of(unsigned long ip)
 	return lo;
 }
 
-#define PROF_PAGES	64	/* ring buffer, plus one header page */
+#define PROF_PAGES	512	/* ring buffer, plus one header page */
+#define PROF_STACK	64	/* kernel frames per sample, at most */
 #define PROF_PERIOD_NS	20000
 
 /*
@@ -599,10 +633,12 @@ static int prof_open(pid_t pid, void **ring)
 		.size = sizeof(attr),
 		.config = PERF_COUNT_SW_CPU_CLOCK,
 		.sample_period = PROF_PERIOD_NS,
-		.sample_type = PERF_SAMPLE_IP,
+		.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_CALLCHAIN,
 		.disabled = 1,
 		.exclude_user = 1,
 		.exclude_hv = 1,
+		.exclude_callchain_user = 1,
+		.sample_max_stack = PROF_STACK,
 	};
 	int fd = syscall(__NR_perf_event_open, &attr, pid, -1, -1, 0);
 
@@ -617,11 +653,47 @@ static int prof_open(pid_t pid, void **ring)
 	return fd;
 }
 
+/*
+ * The call chain of a sample at @off in the ring (nr, then the frames; the
+ * first one the sample's own ip): one count per function on it, each once.
+ * Return addresses are looked up one byte back, inside the call.
+ */
+static void prof_chain(const char *data, uint64_t size, uint64_t off, long *incl)
+{
+	uint64_t nr = *(const uint64_t *)(data + off % size);
+	long seen[PROF_STACK + 8];
+	int nseen = 0;
+	bool first = true;
+
+	for (uint64_t i = 0; i < nr && nseen < (int)(sizeof(seen) / sizeof(*seen)); i++) {
+		uint64_t ip = *(const uint64_t *)(data + (off + 8 + 8 * i) % size);
+		long k;
+		int j;
+
+		if (ip >= (uint64_t)PERF_CONTEXT_MAX)
+			continue;
+		k = ksym_of(first ? ip : ip - 1);
+		first = false;
+		if (k < 0)
+			continue;
+		for (j = 0; j < nseen && seen[j] != k; j++)
+			;
+		if (j == nseen) {
+			seen[nseen++] = k;
+			incl[k]++;
+		}
+	}
+}
+
 /* KH_PROF_SYM=name: the samples in that function by offset, too. */
 static const char *prof_sym;
 static long prof_hist[0x4000];
 
-/* Adds the samples in the ring to @counts (per symbol); returns lost ones. */
+/*
+ * Adds the samples in the ring to @counts (per symbol: the function the
+ * sample is in) and to @counts + 2 * nr_ksyms (per symbol on the sample's
+ * kernel call chain, once per sample: inclusive); returns the lost ones.
+ */
 static long prof_drain(void *ring, long *counts)
 {
 	struct perf_event_mmap_page *pg = ring;
@@ -642,6 +714,7 @@ static long prof_drain(void *ring, long *counts)
 			if (k >= 0 && prof_sym && !strcmp(ksyms[k].name, prof_sym) &&
 			    ip - ksyms[k].addr < sizeof(prof_hist) / sizeof(*prof_hist))
 				prof_hist[ip - ksyms[k].addr]++;
+			prof_chain(data, size, tail + sizeof(*h) + 8, counts + 2 * nr_ksyms);
 		} else if (h->type == PERF_RECORD_LOST) {
 			lost++;
 		}
@@ -663,6 +736,12 @@ static void prof_print(const char *row, const long *counts, const long *done,
 				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
 				       row, impls[which], ksyms[k].name,
 				       counts[which * nr_ksyms + k]);
+	for (int which = 0; which < 2; which++)
+		for (size_t k = 0; k < nr_ksyms; k++)
+			if (counts[(2 + which) * nr_ksyms + k])
+				printf("@@PROFINC row=%s impl=%s sym=%s samples=%ld\n",
+				       row, impls[which], ksyms[k].name,
+				       counts[(2 + which) * nr_ksyms + k]);
 	for (size_t off = 0; prof_sym && off < sizeof(prof_hist) / sizeof(*prof_hist); off++)
 		if (prof_hist[off])
 			printf("@@PROFIP row=%s sym=%s off=%#zx samples=%ld\n",
@@ -752,13 +831,46 @@ static void profile_scan(int iters, long *counts)
 	close(pfd);
 }
 
+/*
+ * Samples of @iters collapses per impl of a shmem range that RETRACT_PROF_VMAS
+ * processes map by PTEs: where the cost per VMA of the retract rows goes.
+ */
+#define RETRACT_PROF_VMAS 64
+
+static void profile_retract(int iters, long *counts, void *ring, int pfd)
+{
+	static const char * const impls[] = { "c", "rust" };
+	long done[2] = { 0 }, lost = 0;
+	char row[32];
+
+	for (int i = 0; i < 2 * iters; i++) {
+		int which = (i + i / 2) % 2;	/* C, Rust, Rust, C, ... */
+		struct retract_setup r;
+		int ret = -1;
+
+		if (retract_setup(&r, RETRACT_PROF_VMAS) &&
+		    !write_str(KHUGEPAGED "impl", impls[which], 0)) {
+			ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0);
+			ret = madvise(r.p, PMD_SIZE, MADV_COLLAPSE);
+			ioctl(pfd, PERF_EVENT_IOC_DISABLE, 0);
+			lost += prof_drain(ring, counts + which * nr_ksyms);
+		}
+		retract_teardown(&r);
+		if (ret)
+			break;
+		done[which]++;
+	}
+	snprintf(row, sizeof(row), "retract-%d", RETRACT_PROF_VMAS);
+	prof_print(row, counts, done, lost);
+}
+
 /* Samples of @iters re-collapses of a PTE-mapped THP of @mem per impl. */
 static void profile(const char *mem, int iters)
 {
 	static const char * const impls[] = { "c", "rust" };
 	bool is_file = !strcmp(mem, "file");
 	const char *field = is_file ? "FilePmdMapped:" : "ShmemPmdMapped:";
-	long *counts = calloc(2 * nr_ksyms, sizeof(long));
+	long *counts = calloc(4 * nr_ksyms, sizeof(long));
 	long done[2] = { 0 }, lost = 0;
 	char row[32], *p = NULL;
 	void *ring;
@@ -774,6 +886,10 @@ static void profile(const char *mem, int iters)
 	pfd = prof_open(0, &ring);
 	if (fd < 0 || pfd < 0 || !counts) {
 		printf("# %s %s: setup failed\n", __func__, mem);
+		goto out;
+	}
+	if (!strcmp(mem, "retract")) {
+		profile_retract(iters, counts, ring, pfd);
 		goto out;
 	}
 	if (!strcmp(mem, "shmem-collapse") || !strncmp(mem, "anon", 4)) {
@@ -861,8 +977,27 @@ static int bench(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * Runs this process, and the children it forks, on CPU 0 only. Under
+ * -icount the guest clock counts the instructions of both vCPUs: per-CPU
+ * state a collapse leaves behind (LRU batches to drain, RCU callbacks, a
+ * lazy TLB) must be on the same CPU in every round and every boot.
+ */
+static void pin_cpu0(void)
+{
+	cpu_set_t set;
+
+	if (getenv("KH_BENCH_NOPIN"))
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		printf("# cannot pin to CPU 0\n");
+}
+
 int main(int argc, char **argv)
 {
+	pin_cpu0();
 	if (argc > 2 && !strcmp(argv[1], "--profile")) {
 		dir = argc > 3 ? argv[3] : NULL;
 		prof_sym = getenv("KH_PROF_SYM");
@@ -883,6 +1018,8 @@ int main(int argc, char **argv)
 			profile("anon-pte-mapped", atoi(argv[2]) / 3);
 		if (want("khugepaged-scan"))
 			profile("khugepaged-scan", atoi(argv[2]) / 30);
+		if (want("retract"))
+			profile("retract", atoi(argv[2]) / 50);
 		return 0;
 	}
 	return bench(argc, argv);

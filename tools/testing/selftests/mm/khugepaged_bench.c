@@ -730,18 +730,13 @@ static void prof_print(const char *row, const long *counts, const long *done,
 {
 	static const char * const impls[] = { "c", "rust" };
 
-	for (int which = 0; which < 2; which++)
+	/* @counts: C, Rust in the function; then C, Rust on the call chain. */
+	for (int n = 0; n < 4; n++)
 		for (size_t k = 0; k < nr_ksyms; k++)
-			if (counts[which * nr_ksyms + k])
-				printf("@@PROF row=%s impl=%s sym=%s samples=%ld\n",
-				       row, impls[which], ksyms[k].name,
-				       counts[which * nr_ksyms + k]);
-	for (int which = 0; which < 2; which++)
-		for (size_t k = 0; k < nr_ksyms; k++)
-			if (counts[(2 + which) * nr_ksyms + k])
-				printf("@@PROFINC row=%s impl=%s sym=%s samples=%ld\n",
-				       row, impls[which], ksyms[k].name,
-				       counts[(2 + which) * nr_ksyms + k]);
+			if (counts[n * nr_ksyms + k])
+				printf("@@%s row=%s impl=%s sym=%s samples=%ld\n",
+				       n < 2 ? "PROF" : "PROFINC", row, impls[n % 2],
+				       ksyms[k].name, counts[n * nr_ksyms + k]);
 	for (size_t off = 0; prof_sym && off < sizeof(prof_hist) / sizeof(*prof_hist); off++)
 		if (prof_hist[off])
 			printf("@@PROFIP row=%s sym=%s off=%#zx samples=%ld\n",

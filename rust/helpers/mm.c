@@ -8,6 +8,7 @@
 #include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
+#include <linux/hugetlb.h>
 #include <linux/ksm.h>
 #include <linux/mm.h>
 #include <linux/mm_inline.h>
@@ -146,6 +147,26 @@ void rust_helper_flush_tlb_mm(struct mm_struct *mm)
 }
 
 /* address_space, anon_vma */
+
+void rust_helper_flush_tlb_range(struct vm_area_struct *vma,
+				 unsigned long start, unsigned long end)
+{
+	/* As in rust_helper_flush_tlb_mm(). */
+#ifndef __BINDGEN__
+	flush_tlb_range(vma, start, end);
+#endif
+}
+
+void rust_helper_flush_cache_range(struct vm_area_struct *vma,
+				   unsigned long start, unsigned long end)
+{
+	flush_cache_range(vma, start, end);
+}
+
+void rust_helper_update_hiwater_rss(struct mm_struct *mm)
+{
+	update_hiwater_rss(mm);
+}
 
 void rust_helper_i_mmap_lock_read(struct address_space *mapping)
 {
@@ -461,6 +482,11 @@ int rust_helper_pte_write(pte_t pte)
 	return pte_write(pte);
 }
 
+int rust_helper_pte_dirty(pte_t pte)
+{
+	return pte_dirty(pte);
+}
+
 int rust_helper_pte_young(pte_t pte)
 {
 	return pte_young(pte);
@@ -490,6 +516,25 @@ void rust_helper_ptep_clear(struct mm_struct *mm, unsigned long addr,
 			    pte_t *ptep)
 {
 	ptep_clear(mm, addr, ptep);
+}
+
+pte_t rust_helper_ptep_get_and_clear(struct mm_struct *mm,
+				     unsigned long addr, pte_t *ptep)
+{
+	return ptep_get_and_clear(mm, addr, ptep);
+}
+
+void rust_helper_pte_install_uffd_wp_if_needed(struct vm_area_struct *vma,
+					       unsigned long addr, pte_t *pte,
+					       pte_t pteval)
+{
+	pte_install_uffd_wp_if_needed(vma, addr, pte, pteval);
+}
+
+/* Declared in mm/internal.h, which bindgen does not read. */
+void rust_helper_mlock_drain_local(void)
+{
+	mlock_drain_local();
 }
 
 void rust_helper_page_table_check_pte_clear_range(struct mm_struct *mm,

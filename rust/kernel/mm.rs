@@ -31,7 +31,9 @@
 //!           pte lock      pgtable::PteMapLock / PteLock (alone), or
 //!                         pgtable::PmdPteLock       (nested in a consumed
 //!                                                   PmdLock, skipped when
-//!                                                   ptl == pml)
+//!                                                   ptl == pml); taken and
+//!                         released inside pgtable::PteRange::
+//!                         unmap_file_pages()
 //! mmu_notifier range      mmu_notifier::MmuInvalidation (not a lock:
 //!                         started and ended with no spinlock held)
 //! RCU read side           sync::rcu::Guard          (also implied by a
@@ -50,7 +52,9 @@
 //!   of its type and decides what it reaches. Everything below the mmap
 //!   lock is reached through a `Vma`: its [`LockedFolio`], [`Mapping`],
 //!   [`AnonVma`] and [`Pmd`], so none of them outlives the lock above.
-//! - Page tables are only reached through [`Vma::find_pmd`]: the upper
+//! - Page tables are only reached through [`Vma::find_pmd`] (or
+//!   [`Vma::find_pte_range`], for a range of one table that need not be
+//!   PMD-aligned): the upper
 //!   levels cannot be freed while the VMA is in the tree (mmap lock) or in
 //!   its file's interval tree (i_mmap lock), which is what makes a [`Pmd`]
 //!   safe to lock and map. Its guards borrow it. It refuses VMAs that can

@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! mmu_notifier invalidations of a PMD range.
+//! mmu_notifier invalidations of a PMD range, or of a range of a VMA.
 //!
 //! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h).
 //! See the [lock order](crate::mm#lock-order).
 
 use crate::mm::pgtable::Pmd;
+use crate::mm::virt::{Vma, VmaAccess};
 use crate::mm::HPAGE_PMD_SIZE;
 use crate::{bindings, ffi::c_ulong};
 
-/// An mmu_notifier range, set up for `MMU_NOTIFY_CLEAR` of a PMD range.
+/// An mmu_notifier range, set up for `MMU_NOTIFY_CLEAR` of a PMD range or
+/// of a range of a VMA.
 ///
 /// It stays in place while an invalidation is in progress: the
 /// [`MmuInvalidation`] guard borrows it.
@@ -24,19 +26,36 @@ impl MmuNotifierRange {
     /// HPAGE_PMD_SIZE)` for the range of `pmd`.
     #[inline]
     pub fn pmd_clear(pmd: &Pmd<'_>) -> Self {
+        Self::new_clear(
+            pmd.vma.mm(),
+            pmd.haddr,
+            pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+        )
+    }
+
+    /// `mmu_notifier_range_init(MMU_NOTIFY_CLEAR, 0, vma->vm_mm, start,
+    /// end)`, for `[start, end)` of `vma` (clamped to the VMA).
+    #[inline]
+    pub fn vma_clear<A: VmaAccess>(vma: &Vma<'_, A>, start: c_ulong, end: c_ulong) -> Self {
+        Self::new_clear(vma.mm(), start.max(vma.start()), end.min(vma.end()))
+    }
+
+    #[inline]
+    fn new_clear(mm: *mut bindings::mm_struct, start: c_ulong, end: c_ulong) -> Self {
         let mut this = Self {
             range: Default::default(),
-            mm: pmd.vma.mm(),
+            mm,
         };
-        // SAFETY: `range` is ours to initialise; the mm is live.
+        // SAFETY: `range` is ours to initialise; the mm is live (a VMA of
+        // it is).
         unsafe {
             bindings::mmu_notifier_range_init(
                 &mut this.range,
                 bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR,
                 0,
                 this.mm,
-                pmd.haddr,
-                pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+                start,
+                end,
             )
         };
         this
@@ -68,10 +87,18 @@ impl MmuInvalidation<'_> {
     /// Whether the invalidation covers the whole range of `pmd`.
     #[inline]
     pub fn covers(&self, pmd: &Pmd<'_>) -> bool {
+        self.covers_range(
+            pmd.vma.mm(),
+            pmd.haddr,
+            pmd.haddr + HPAGE_PMD_SIZE as c_ulong,
+        )
+    }
+
+    /// Whether the invalidation covers `[start, end)` of `mm`.
+    #[inline]
+    pub fn covers_range(&self, mm: *mut bindings::mm_struct, start: c_ulong, end: c_ulong) -> bool {
         let r = &*self.range;
-        r.mm == pmd.vma.mm()
-            && r.range.start <= pmd.haddr
-            && r.range.end >= pmd.haddr + HPAGE_PMD_SIZE as c_ulong
+        r.mm == mm && r.range.start <= start && r.range.end >= end
     }
 }
 

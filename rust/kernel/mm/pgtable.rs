@@ -1045,6 +1045,288 @@ impl Drop for PteMap<'_> {
     }
 }
 
+/// The entries of one PTE table that map `[start, end)` of a [`Vma`]: a
+/// whole PMD range, or the part of one that a VMA not aligned to PMDs
+/// covers ([`Vma::find_pte_range`]).
+///
+/// # Invariants
+///
+/// `pmd` points to the PMD entry that maps `start` in `vma`'s mm, which
+/// stays in place for `'a`; `start < end` are page-aligned, and `[start,
+/// end)` lies in `vma` and in one PMD range.
+///
+/// # Examples
+///
+/// A shared anonymous (shmem) mapping that starts one page past a PMD
+/// boundary: its pages are small page-cache folios, unmapped within an
+/// invalidation that covers them.
+///
+/// ```
+/// use kernel::{mm::kunit::KthreadMm, mm::mmu_notifier::MmuNotifierRange};
+///
+/// const ADDR: usize = 0x4000_0000 + 4096;
+/// let mm = KthreadMm::new()?;
+/// mm.map_anon(ADDR, 16 * 4096, true)?;
+/// for i in 0..4 {
+///     mm.write(ADDR + i * 4096, &[1])?;
+/// }
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let (start, end) = (ADDR as _, (ADDR + 16 * 4096) as _);
+/// // Only page-aligned ranges inside the VMA and one PMD range.
+/// assert!(vma.find_pte_range(start, start).is_none());
+/// assert!(vma.find_pte_range(start + 1, end).is_none());
+/// assert!(vma.find_pte_range(start, end + 4096).is_none());
+/// let ptes = vma.find_pte_range(start, end).ok_or(EINVAL)?;
+///
+/// // An invalidation of part of the range does not do.
+/// let mut part = MmuNotifierRange::vma_clear(&vma, start + 4096, end);
+/// assert_eq!(ptes.unmap_file_pages(&part.start()), 0);
+/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end);
+/// let inv = range.start();
+/// assert_eq!(ptes.unmap_file_pages(&inv), 4);
+/// assert_eq!(ptes.unmap_file_pages(&inv), 0);
+/// drop(inv);
+/// drop(mmap);
+/// // The data stayed in the page cache, and faults back in.
+/// mm.write(ADDR, &[2])?;
+/// let mmap = mm.mmap_read();
+/// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
+/// let ptes = vma.find_pte_range(start, end).ok_or(EINVAL)?;
+/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end);
+/// assert_eq!(ptes.unmap_file_pages(&range.start()), 1);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PteRange<'a> {
+    pub(super) pmd: NonNull<bindings::pmd_t>,
+    pub(super) vma: Vma<'a, Rmap>,
+    pub(super) start: c_ulong,
+    pub(super) end: c_ulong,
+}
+
+/// How many entries [`PteRange::unmap_file_pages`] clears before it
+/// flushes their TLB entries and releases the pages: a `folio_batch`'s
+/// worth, and a range that x86 still flushes page by page.
+const UNMAP_BATCH: usize = 32;
+
+/// The entries [`PteRange::unmap_file_pages`] has cleared and not yet
+/// flushed from the TLB.
+///
+/// # Invariants
+///
+/// For `i < nr`, `folios[i]` is a small folio whose entry at `addr(i)` of
+/// `vma` was cleared under the table's lock, still held; its mapcount and
+/// the reference the entry held are still counted; bit `i` of `dirty` says
+/// whether the entry was dirty.
+struct ClearedPtes {
+    folios: [*mut bindings::folio; UNMAP_BATCH],
+    dirty: u32,
+    nr: usize,
+    // The range to flush: the first and the last cleared entry's address.
+    first: c_ulong,
+    last: c_ulong,
+}
+
+impl ClearedPtes {
+    /// Flushes the TLB entries of the cleared entries, then removes their
+    /// rmap, marks dirty the folios of the dirty ones and drops their
+    /// references. Returns how many it released, by rss counter: file
+    /// pages, shmem pages.
+    ///
+    /// # Safety
+    ///
+    /// The table's lock must still be held, `vma` be the table's VMA.
+    #[inline]
+    unsafe fn release(&mut self, vma: Vma<'_, Rmap>) -> (i64, i64) {
+        if self.nr == 0 {
+            return (0, 0);
+        }
+        // The rmap goes after the flush, as in zap_pte_range()'s
+        // delay_rmap: until then a CPU may still write to the page through
+        // its TLB, and folio_mkclean() must find the mapping in the rmap
+        // to wait for this lock.
+        // SAFETY: the VMA is valid; the range is in it.
+        unsafe {
+            bindings::flush_tlb_range(
+                vma.as_ptr(),
+                self.first,
+                self.last + bindings::PAGE_SIZE as c_ulong,
+            )
+        };
+        let (mut file, mut shmem) = (0, 0);
+        for (i, &folio) in self.folios.iter().take(self.nr).enumerate() {
+            // SAFETY: each folio was mapped by an entry cleared under the
+            // lock still held, whose reference and mapcount we hold (type
+            // invariant); no TLB entry maps it any more.
+            unsafe {
+                if self.dirty & (1 << i) != 0 {
+                    bindings::folio_mark_dirty(folio);
+                }
+                if bindings::mm_counter_file(folio) == bindings::MM_SHMEMPAGES as c_int {
+                    shmem += 1;
+                } else {
+                    file += 1;
+                }
+                bindings::folio_remove_rmap_pte(
+                    folio,
+                    bindings::folio_page(folio, 0),
+                    vma.as_ptr(),
+                );
+                bindings::folio_put(folio);
+            }
+        }
+        self.nr = 0;
+        self.dirty = 0;
+        (file, shmem)
+    }
+}
+
+impl<'a> PteRange<'a> {
+    /// The first address of the range.
+    #[inline]
+    pub fn start(&self) -> c_ulong {
+        self.start
+    }
+
+    /// The first address after the range.
+    #[inline]
+    pub fn end(&self) -> c_ulong {
+        self.end
+    }
+
+    /// Unmaps every entry of the range that maps a small folio of the
+    /// VMA's file at its own index (`folio->mapping` the file's,
+    /// `folio->index` the entry's `linear_page_index()`), as
+    /// `try_to_unmap(folio, TTU_IGNORE_MLOCK)` of each of those folios
+    /// would unmap it from this VMA: in `inv`, an invalidation that must
+    /// cover the range, under the table's lock taken once, in batches of
+    /// [`UNMAP_BATCH`] entries, each one TLB flush and then, per entry, the
+    /// dirty bit carried to the folio, the rmap removed and the reference
+    /// dropped; a uffd-wp entry leaves its marker
+    /// (`pte_install_uffd_wp_if_needed()`), and the rss counters go down
+    /// once for the range. Other entries (none, swap, migration, markers,
+    /// anonymous CoW copies, large folios) are left alone.
+    ///
+    /// Returns how many entries it unmapped; 0, doing nothing, if `inv`
+    /// does not cover the range or the PMD entry holds no PTE table.
+    pub fn unmap_file_pages(&self, inv: &MmuInvalidation<'_>) -> usize {
+        let vma = self.vma;
+        let mm = vma.mm();
+        if !inv.covers_range(mm, self.start, self.end) {
+            return 0;
+        }
+        let Some(mapping) = vma.mapping() else {
+            return 0;
+        };
+        let nr = ((self.end - self.start) >> bindings::PAGE_SHIFT) as usize;
+        let pgoff = vma.linear_page_index(self.start);
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: the entry is the mm's for `start`, and stays (type
+        // invariant).
+        let ptes =
+            unsafe { bindings::__pte_offset_map_lock(mm, self.pmd.as_ptr(), self.start, &mut ptl) };
+        let Some(ptes) = NonNull::new(ptes) else {
+            return 0;
+        };
+        // SAFETY: the VMA is valid; a no-op where caches are not virtually
+        // indexed.
+        unsafe { bindings::flush_cache_range(vma.as_ptr(), self.start, self.end) };
+        let mut cleared = ClearedPtes {
+            folios: [core::ptr::null_mut(); UNMAP_BATCH],
+            dirty: 0,
+            nr: 0,
+            first: 0,
+            last: 0,
+        };
+        let (mut unmapped, mut file, mut shmem) = (0, 0, 0);
+        for i in 0..nr {
+            // SAFETY: the table is mapped from `start`'s entry on, and the
+            // range stays in one table (type invariant), so entry `i` is
+            // one of it.
+            let ptep = unsafe { ptes.as_ptr().add(i) };
+            // SAFETY: a mapped entry, under its lock.
+            let pte = Pte::from_raw(unsafe { bindings::ptep_get(ptep) });
+            if !pte.is_present() {
+                continue;
+            }
+            let addr = self.start + ((i as c_ulong) << bindings::PAGE_SHIFT);
+            // SAFETY: the VMA is valid; `pte` is present, read under its
+            // table's lock, held.
+            let page = unsafe { bindings::vm_normal_page(vma.as_ptr(), addr, pte.raw) };
+            if page.is_null() {
+                continue;
+            }
+            // SAFETY: a page mapped by the entry, live under the lock.
+            let folio = unsafe { bindings::page_folio(page) };
+            // SAFETY: the folio is live under the lock; an anonymous or KSM
+            // folio's `mapping` is tagged, never the file's.
+            let ours = unsafe {
+                !bindings::folio_test_large(folio)
+                    && (*folio).__bindgen_anon_1.__bindgen_anon_1.mapping == mapping.as_ptr()
+                    && (*folio).__bindgen_anon_1.__bindgen_anon_1.index == pgoff + i as c_ulong
+            };
+            if !ours {
+                continue;
+            }
+            if unmapped == 0 {
+                // Update high watermark before we lower rss.
+                // SAFETY: the mm is live.
+                unsafe { bindings::update_hiwater_rss(mm) };
+            }
+            // SAFETY: entry `i`, mapped and locked, maps `folio`; a uffd-wp
+            // marker replaces it if the VMA wants one.
+            let old = unsafe {
+                let old = bindings::ptep_get_and_clear(mm, addr, ptep);
+                bindings::pte_install_uffd_wp_if_needed(vma.as_ptr(), addr, ptep, old);
+                old
+            };
+            if cleared.nr == 0 {
+                cleared.first = addr;
+            }
+            cleared.last = addr;
+            // SAFETY: only looks at the value.
+            if unsafe { bindings::pte_dirty(old) } != 0 {
+                cleared.dirty |= 1 << cleared.nr;
+            }
+            if let Some(slot) = cleared.folios.get_mut(cleared.nr) {
+                *slot = folio;
+            }
+            // INVARIANT: cleared under the held lock; its reference and
+            // mapcount are the batch's.
+            cleared.nr += 1;
+            unmapped += 1;
+            if cleared.nr == UNMAP_BATCH {
+                // SAFETY: the lock is held; the VMA is the table's.
+                let (f, s) = unsafe { cleared.release(vma) };
+                file += f;
+                shmem += s;
+            }
+        }
+        // SAFETY: as above.
+        let (f, s) = unsafe { cleared.release(vma) };
+        file += f;
+        shmem += s;
+        // SAFETY: mapped and locked above, released in pte_unmap_unlock()
+        // order.
+        unsafe {
+            bindings::spin_unlock(ptl);
+            bindings::pte_unmap(ptes.as_ptr());
+        }
+        if file != 0 {
+            vma.add_mm_counter(bindings::MM_FILEPAGES as i32, -file);
+        }
+        if shmem != 0 {
+            vma.add_mm_counter(bindings::MM_SHMEMPAGES as i32, -shmem);
+        }
+        if unmapped != 0 && vma.flags() & bindings::VM_LOCKED as c_ulong != 0 {
+            // folio_remove_rmap_pte() queued the folios for munlock.
+            // SAFETY: no requirements.
+            unsafe { bindings::mlock_drain_local() };
+        }
+        unmapped
+    }
+}
+
 /// A held PTE lock, taken alone (without the PMD lock).
 ///
 /// # Invariants

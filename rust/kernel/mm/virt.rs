@@ -10,7 +10,7 @@
 //! [lock order](crate::mm#lock-order).
 
 use crate::mm::folio::LockedFolio;
-use crate::mm::pgtable::Pmd;
+use crate::mm::pgtable::{Pmd, PteRange};
 use crate::mm::read_once;
 use crate::mm::rmap::{AnonVma, Mapping};
 use crate::mm::{HPAGE_PMD_MASK, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE};
@@ -416,6 +416,36 @@ impl<'a, A: VmaAccess> Vma<'a, A> {
                 _lock: PhantomData,
             },
             haddr,
+        })
+    }
+
+    /// The entries of one PTE table that map `[start, end)`: `start` and
+    /// `end` page-aligned, `start < end`, the range inside the VMA and
+    /// within one PMD range (a whole one, or the part of one that a VMA not
+    /// aligned to PMDs covers). As [`Vma::find_pmd`], `None` for a VMA that
+    /// can have PUD-level leaves or where the upper levels are not tables.
+    #[inline]
+    pub fn find_pte_range(&self, start: c_ulong, end: c_ulong) -> Option<PteRange<'a>> {
+        let page_mask = bindings::PAGE_SIZE as c_ulong - 1;
+        if (start | end) & page_mask != 0
+            || !self.contains_range(start, end)
+            || start & HPAGE_PMD_MASK != (end - 1) & HPAGE_PMD_MASK
+            || self.may_have_pud_leaves()
+        {
+            return None;
+        }
+        // SAFETY: as in `find_pmd`.
+        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), start) })?;
+        // INVARIANT: as in `find_pmd`, the entry maps `start` and stays in
+        // place for `'a`; the range was checked above.
+        Some(PteRange {
+            pmd,
+            vma: Vma {
+                vma: self.vma,
+                _lock: PhantomData,
+            },
+            start,
+            end,
         })
     }
 }

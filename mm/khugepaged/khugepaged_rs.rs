@@ -29,6 +29,7 @@ mod scan;
 mod scan_file;
 mod scan_pmd;
 mod scan_slot;
+mod unmap;
 
 use core::ptr::NonNull;
 use kernel::{
@@ -81,6 +82,29 @@ pub unsafe extern "C" fn rust_retract_page_tables(
     // SAFETY: the caller's file reference keeps the mapping live.
     let mapping = unsafe { Mapping::from_raw(mapping) };
     retract::retract_page_tables(&mapping, pgoff)
+}
+
+/// `collapse_file()`'s `unmap_file_range` (see `struct khugepaged_impl_ops`
+/// in `mm/khugepaged.c`): unmaps the small folios of file pages `[start,
+/// end)` of `mapping` from every VMA; returns how many entries it unmapped.
+///
+/// # Safety
+///
+/// `mapping` must point to the `address_space` of a file the caller holds
+/// a reference on, and the caller must hold no spinlock, no RCU read-side
+/// section and no lock below the folio lock.
+#[no_mangle]
+pub unsafe extern "C" fn rust_unmap_file_range(
+    mapping: *mut bindings::address_space,
+    start: c_ulong,
+    end: c_ulong,
+) -> c_long {
+    let Some(mapping) = NonNull::new(mapping) else {
+        return 0;
+    };
+    // SAFETY: the caller's file reference keeps the mapping live.
+    let mapping = unsafe { Mapping::from_raw(mapping) };
+    unmap::unmap_file_range(&mapping, start, end) as c_long
 }
 
 /// Rust `hpage_collapse_scan_file()`: same contract and results as the C

@@ -1203,8 +1203,9 @@ impl<'a> PteRange<'a> {
     /// [`UNMAP_BATCH`] entries, each one TLB flush and then, per entry, the
     /// dirty bit carried to the folio, the rmap removed and the reference
     /// dropped; a uffd-wp entry leaves its marker
-    /// (`pte_install_uffd_wp_if_needed()`), and the rss counters go down
-    /// once for the range. Other entries (none, swap, migration, markers,
+    /// (`pte_install_uffd_wp_if_needed()`), the rss counters go down once
+    /// for the range, and in a `VM_LOCKED` VMA the munlock batch is drained
+    /// before the lock is dropped. Other entries (none, swap, migration, markers,
     /// anonymous CoW copies, large folios) are left alone.
     ///
     /// Returns how many entries it unmapped; 0, doing nothing, if `inv`
@@ -1306,6 +1307,14 @@ impl<'a> PteRange<'a> {
         let (f, s) = unsafe { cleared.release(vma) };
         file += f;
         shmem += s;
+        if unmapped != 0 && vma.flags() & bindings::VM_LOCKED as c_ulong != 0 {
+            // folio_remove_rmap_pte() queued the folios for munlock, in
+            // this CPU's batch, which holds a reference on each: drain it
+            // while the lock keeps us on this CPU, as try_to_unmap_one()
+            // does, so that no reference is left behind.
+            // SAFETY: no requirements; takes only the lruvec lock.
+            unsafe { bindings::mlock_drain_local() };
+        }
         // SAFETY: mapped and locked above, released in pte_unmap_unlock()
         // order.
         unsafe {
@@ -1317,11 +1326,6 @@ impl<'a> PteRange<'a> {
         }
         if shmem != 0 {
             vma.add_mm_counter(bindings::MM_SHMEMPAGES as i32, -shmem);
-        }
-        if unmapped != 0 && vma.flags() & bindings::VM_LOCKED as c_ulong != 0 {
-            // folio_remove_rmap_pte() queued the folios for munlock.
-            // SAFETY: no requirements.
-            unsafe { bindings::mlock_drain_local() };
         }
         unmapped
     }

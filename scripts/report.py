@@ -21,13 +21,13 @@ import sys
 NOTIFY_UNMAP_AT_ONCE = {"shmem_retract", "file_retract"}
 
 TEST_SUITES = {
-    "collapse": 13,
+    "collapse": 15,
     "notifier": 5,
     "uprobe": 3,
     "retract": 2,
     "scan": 1,
     "anon-race": 1,
-    "races": 19,
+    "races": 20,
     "upstream-madvise-anon": 14,
     "upstream-madvise-shmem": 6,
     "upstream-madvise-file": 8,

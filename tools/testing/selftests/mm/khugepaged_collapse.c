@@ -321,6 +321,95 @@ TEST(shmem_collapse_and_recollapse)
 }
 
 /*
+ * collapse_file() unmaps the range from every mapping of the file before
+ * it copies the folios: here also from one that starts 1 MiB off a PMD
+ * boundary (its 512 entries in two PTE tables, which retraction leaves in
+ * place) and from one of 100 pages at page 200 of the file. Afterwards
+ * neither maps anything until touched again, the process's shmem rss is
+ * down by what they mapped, and the data reads the same through all three.
+ */
+TEST(shmem_collapse_unaligned_mappings)
+{
+	int fd = memfd_create("khugepaged_collapse", 0);
+	char *p = aligned_area(4), *q, *r;
+	long rss;
+
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(0, ftruncate(fd, PMD_SIZE));
+	q = p + PMD_SIZE + PMD_SIZE / 2;
+	r = p + 3 * PMD_SIZE + 64 * KH_PAGE;
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, fd, 0));
+	ASSERT_EQ(q, mmap(q, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, fd, 0));
+	ASSERT_EQ(r, mmap(r, 100 * KH_PAGE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, fd, 200 * KH_PAGE));
+	fill(p, PMD_SIZE, 7);
+	touch(q, PMD_SIZE);
+	touch(r, 100 * KH_PAGE);
+	ASSERT_EQ(2048, smaps_field(q, "Rss:"));
+	ASSERT_EQ(400, smaps_field(r, "Rss:"));
+	rss = status_field("RssShmem:");
+
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
+	EXPECT_EQ(2048, smaps_field(p, "ShmemPmdMapped:"));
+	EXPECT_EQ(0, smaps_field(q, "Rss:"));
+	EXPECT_EQ(0, smaps_field(r, "Rss:"));
+	/* p maps the same 2 MiB, by PMD; q's and r's 2448 kB are gone. */
+	EXPECT_LT(labs(status_field("RssShmem:") - (rss - 2448)), 1024);
+	EXPECT_TRUE(check(p, PMD_SIZE, 7));
+	EXPECT_TRUE(check(q, PMD_SIZE, 7));
+	EXPECT_EQ(0, memcmp(r, p + 200 * KH_PAGE, 100 * KH_PAGE));
+	munmap(p, PMD_SIZE);
+	munmap(q, PMD_SIZE);
+	munmap(r, 100 * KH_PAGE);
+	close(fd);
+}
+
+/*
+ * An mlock()ed shmem range mapped twice: collapse_file() unmaps both
+ * mappings of each mlocked folio (TTU_IGNORE_MLOCK), which munlocks it
+ * before the folio is freed, and the THP is mlocked once mapped by PMD.
+ * A folio freed still mlocked counts in unevictable_pgs_cleared.
+ */
+TEST(shmem_collapse_mlocked)
+{
+	int fd = memfd_create("khugepaged_collapse", 0);
+	char *p = aligned_area(2), *q;
+	long cleared;
+
+	ASSERT_GE(fd, 0);
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(0, ftruncate(fd, PMD_SIZE));
+	q = p + PMD_SIZE;
+	ASSERT_EQ(p, mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, fd, 0));
+	ASSERT_EQ(q, mmap(q, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, fd, 0));
+	fill(p, PMD_SIZE, 8);
+	ASSERT_EQ(0, mlock(p, PMD_SIZE));
+	ASSERT_EQ(0, mlock(q, PMD_SIZE));
+	ASSERT_EQ(2048, smaps_field(q, "Rss:"));
+	cleared = vm_counter("unevictable_pgs_cleared");
+	ASSERT_GE(cleared, 0);
+
+	ASSERT_EQ(0, madvise(p, PMD_SIZE, MADV_HUGEPAGE));
+	ASSERT_EQ(0, kh_collapse(p, PMD_SIZE))
+		TH_LOG("MADV_COLLAPSE: %s", strerror(errno));
+	EXPECT_EQ(2048, smaps_field(p, "ShmemPmdMapped:"));
+	EXPECT_EQ(2048, smaps_field(p, "Locked:"));
+	EXPECT_EQ(cleared, vm_counter("unevictable_pgs_cleared"));
+	EXPECT_TRUE(check(p, PMD_SIZE, 8));
+	EXPECT_TRUE(check(q, PMD_SIZE, 8));
+	EXPECT_EQ(0, munlock(p, 2 * PMD_SIZE));
+	munmap(p, 2 * PMD_SIZE);
+	close(fd);
+}
+
+/*
  * A file of @len bytes in file_dir with the fill() pattern for @seed,
  * reopened read-only (READ_ONLY_THP_FOR_FS needs no writer).
  */

@@ -1137,6 +1137,84 @@ TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
 	EXPECT_EQ(0, file_bad(self->fd, g.salt));
 }
 
+/*
+ * collapse_file() copies folios that it has unmapped and whose references
+ * it has counted: a reference GUP takes after the count would let a write
+ * through it land in the old folio after the copy, and be lost. 6.12's C
+ * unmaps and counts each folio in its loop; with unmap_file_range (the
+ * Rust implementation) every small folio is unmapped after the loop, with
+ * the range locked, and counted then. Each round gives the mapping a new
+ * memfd of small folios, mapped by PTEs here and by a second mapping one
+ * MiB off a PMD boundary (two PTE tables), and collapses it while
+ * vmsplice() and O_DIRECT reads take and drop references on its pages:
+ * MADV_COLLAPSE either fails with EAGAIN or keeps every byte.
+ */
+TEST_F_TIMEOUT(races, gup_collapse_file, TIMEOUT)
+{
+	struct gup g = { .sh = self->sh, .salt = 6 };
+	struct counts c = { 0 };
+	char *hole = aligned_hole(3 * PMD_SIZE), *q;
+	long q_bad = 0;
+	double t0;
+
+	ASSERT_NE(NULL, hole);
+	q = hole + PMD_SIZE / 2;
+	self->fd = shmem_fd(g.salt);
+	ASSERT_GE(self->fd, 0);
+	/* First, so that the hole is not handed out for g.p. */
+	ASSERT_EQ(q, mmap(q, PMD_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_FIXED, self->fd, 0));
+	g.p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+				     MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, g.p);
+	self->fd2 = ext4_fd(g.salt, "direct");
+	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", self->fd2);
+		g.direct = open(path, O_RDONLY | O_DIRECT);
+		ASSERT_GE(g.direct, 0);
+	}
+	ASSERT_EQ(0, pipe(g.pipe));
+	ASSERT_EQ(0, start(self, vmsplice_walker, &g));
+	ASSERT_EQ(0, start(self, direct_walker, &g));
+
+	t0 = now();
+	while (!race_over(t0, c.ok)) {
+		int fd = shmem_fd(g.salt);
+
+		/* The same bytes in small folios, mapped in place of the THP. */
+		if (fd < 0 ||
+		    mmap(g.p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, fd, 0) != g.p ||
+		    mmap(q, PMD_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, fd, 0) != q) {
+			atomic_fetch_add(&self->sh->bad, 1);
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		close(self->fd);
+		self->fd = fd;
+		touch((char *)g.p, PMD_SIZE);
+		touch(q, PMD_SIZE);
+		count(&c, madvise(g.p, PMD_SIZE, MADV_COLLAPSE));
+		q_bad += kh_bad_bytes((uint8_t *)q, PMD_SIZE, g.salt);
+	}
+	stop_threads(self);
+	close(g.direct);
+	print_counts("gup_collapse_file", &c);
+	fprintf(stderr, "# %ld GUP-fast operations\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_EQ(0, q_bad);
+	EXPECT_EQ(0, whole_bad(g.p, g.salt));
+	EXPECT_EQ(0, file_bad(self->fd, g.salt));
+	munmap(q, PMD_SIZE);
+}
+
 /* ------------------------------------------------------------------ */
 
 struct copier {

@@ -1199,14 +1199,14 @@ impl<'a> PteRange<'a> {
     /// `folio->index` the entry's `linear_page_index()`), as
     /// `try_to_unmap(folio, TTU_IGNORE_MLOCK)` of each of those folios
     /// would unmap it from this VMA: in `inv`, an invalidation that must
-    /// cover the range, under the table's lock taken once, in batches of
-    /// [`UNMAP_BATCH`] entries, each one TLB flush and then, per entry, the
+    /// cover the range, under the table's lock taken once, in batches of 32
+    /// entries (`UNMAP_BATCH`), each one TLB flush and then, per entry, the
     /// dirty bit carried to the folio, the rmap removed and the reference
     /// dropped; a uffd-wp entry leaves its marker
     /// (`pte_install_uffd_wp_if_needed()`), the rss counters go down once
     /// for the range, and in a `VM_LOCKED` VMA the munlock batch is drained
-    /// before the lock is dropped. Other entries (none, swap, migration, markers,
-    /// anonymous CoW copies, large folios) are left alone.
+    /// before the lock is dropped. Other entries (none, swap, migration,
+    /// markers, anonymous CoW copies, large folios) are left alone.
     ///
     /// Returns how many entries it unmapped; 0, doing nothing, if `inv`
     /// does not cover the range or the PMD entry holds no PTE table.
@@ -1219,7 +1219,7 @@ impl<'a> PteRange<'a> {
         let Some(mapping) = vma.mapping() else {
             return 0;
         };
-        let nr = ((self.end - self.start) >> bindings::PAGE_SHIFT) as usize;
+        let nr = (self.end - self.start) >> bindings::PAGE_SHIFT;
         let pgoff = vma.linear_page_index(self.start);
         let mut ptl = core::ptr::null_mut();
         // SAFETY: the entry is the mm's for `start`, and stays (type

@@ -1,22 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `collapse_file()`'s unmapping of the small folios it is about to copy,
-//! for the Rust implementation: once for the whole range, per VMA, instead
-//! of 6.12's `try_to_unmap()` of each folio as it is locked.
+//! for the Rust implementation: 32 pages at a time, per VMA, instead of
+//! 6.12's `try_to_unmap()` of each folio as it is locked.
 //!
 //! `try_to_unmap(folio)` walks the file's VMAs for each folio, and in each
 //! one opens an mmu_notifier invalidation of one page, walks the page
 //! tables down to its PTE, takes the PTE lock and clears one entry: about
 //! 900 instructions per (folio, VMA), the whole cost of collapsing a file
-//! mapped by many processes. Here the interval tree is walked once under
-//! `i_mmap_rwsem` (read); per VMA, one invalidation covers its part of the
-//! range, each PTE table is locked once, and the entries are cleared in
-//! batches of one TLB flush each ([`PteRange::unmap_file_pages`]).
+//! mapped by many processes. Here the interval tree is walked once per
+//! batch under `i_mmap_rwsem` (read); per VMA, one invalidation covers its
+//! part of the batch, each PTE table is locked once, and the entries are
+//! cleared with one TLB flush ([`PteRange::unmap_file_pages`]).
 //!
-//! `collapse_file()` calls this after it has locked (and isolated) every
-//! folio of the range, and checks their references afterwards: the folio
-//! locks keep new mappings out in between, so what is unmapped here stays
-//! unmapped; a mapping this walk cannot reach (a PTE of a driver's VMA
+//! `collapse_file()` calls this for each batch of 32 pages whose folios it
+//! has locked (and isolated), and checks their references afterwards: the
+//! folio locks keep new mappings out in between, so what is unmapped here
+//! stays unmapped; batches rather than the whole range at the end, so that
+//! GUP-fast users stop at the locked folios behind the loop, as they do
+//! behind `try_to_unmap()`, instead of holding references on some page of
+//! the range at every moment until the end; a mapping this walk cannot reach (a PTE of a driver's VMA
 //! mapping a page through `vm_insert_page()`) keeps its reference and
 //! fails the collapse with `SCAN_PAGE_COUNT`, as after `try_to_unmap()`.
 //!

@@ -50,7 +50,9 @@ pub(crate) fn unmap_file_range(mapping: &Mapping<'_>, start: c_ulong, end: c_ulo
         let addr = vma.start() + ((first - vma.pgoff()) << bindings::PAGE_SHIFT);
         let addr_end = vma.start() + ((last - vma.pgoff()) << bindings::PAGE_SHIFT);
 
-        let mut range = MmuNotifierRange::vma_clear(&vma, addr, addr_end);
+        let Some(mut range) = MmuNotifierRange::vma_clear(&vma, addr, addr_end) else {
+            continue;
+        };
         let invalidation = range.start();
         // One PTE table at a time: a range of PMD size that the VMA does
         // not map PMD-aligned spans two.

@@ -1080,9 +1080,11 @@ impl Drop for PteMap<'_> {
 /// let ptes = vma.find_pte_range(start, end).ok_or(EINVAL)?;
 ///
 /// // An invalidation of part of the range does not do.
-/// let mut part = MmuNotifierRange::vma_clear(&vma, start + 4096, end);
+/// // Nothing of the VMA: no range.
+/// assert!(MmuNotifierRange::vma_clear(&vma, end, end + 4096).is_none());
+/// let mut part = MmuNotifierRange::vma_clear(&vma, start + 4096, end).ok_or(EINVAL)?;
 /// assert_eq!(ptes.unmap_file_pages(&part.start()), 0);
-/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end);
+/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end).ok_or(EINVAL)?;
 /// let inv = range.start();
 /// assert_eq!(ptes.unmap_file_pages(&inv), 4);
 /// assert_eq!(ptes.unmap_file_pages(&inv), 0);
@@ -1093,7 +1095,7 @@ impl Drop for PteMap<'_> {
 /// let mmap = mm.mmap_read();
 /// let vma = mmap.vma_lookup(ADDR as _).ok_or(EINVAL)?;
 /// let ptes = vma.find_pte_range(start, end).ok_or(EINVAL)?;
-/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end);
+/// let mut range = MmuNotifierRange::vma_clear(&vma, start, end).ok_or(EINVAL)?;
 /// assert_eq!(ptes.unmap_file_pages(&range.start()), 1);
 /// # Ok::<(), Error>(())
 /// ```

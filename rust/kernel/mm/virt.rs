@@ -397,26 +397,38 @@ impl<'a, A: VmaAccess> Vma<'a, A> {
     pub fn find_pmd(&self, haddr: c_ulong) -> Option<Pmd<'a>> {
         if haddr & !HPAGE_PMD_MASK != 0
             || !self.contains_range(haddr, haddr.wrapping_add(HPAGE_PMD_SIZE))
-            || self.may_have_pud_leaves()
         {
+            return None;
+        }
+        let (pmd, vma) = self.pmd_entry(haddr)?;
+        // INVARIANT: the entry maps `haddr` and stays in place for `'a`
+        // (`pmd_entry`); the PMD range was checked above.
+        Some(Pmd { pmd, vma, haddr })
+    }
+
+    /// The PMD entry for `addr`, an address of the VMA, and the VMA at the
+    /// [`Rmap`] level, for [`Vma::find_pmd`] and [`Vma::find_pte_range`]:
+    /// `None` for a VMA that can have PUD-level leaves or where the upper
+    /// levels are not tables.
+    ///
+    /// The entry stays in place for `'a`, in a PMD table (the PUD entry
+    /// above is a table, not a leaf), in a VMA that has no PUD-level
+    /// leaves.
+    #[inline]
+    fn pmd_entry(&self, addr: c_ulong) -> Option<(NonNull<bindings::pmd_t>, Vma<'a, Rmap>)> {
+        if self.may_have_pud_leaves() {
             return None;
         }
         // SAFETY: the mm is live; its upper page-table levels for the VMA's
         // range stay while the VMA is in its trees (type invariant), which
         // is all the walk reads.
-        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), haddr) })?;
-        // INVARIANT: as above, the entry stays in place for `'a`; it is in a
-        // PMD table (the PUD entry above is a table, not a leaf), in a VMA
-        // that has no PUD-level leaves.
-        Some(Pmd {
-            pmd,
+        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), addr) })?;
+        let vma = Vma {
+            vma: self.vma,
             // INVARIANT: in one of the trees (type invariant).
-            vma: Vma {
-                vma: self.vma,
-                _lock: PhantomData,
-            },
-            haddr,
-        })
+            _lock: PhantomData,
+        };
+        Some((pmd, vma))
     }
 
     /// The entries of one PTE table that map `[start, end)`: `start` and
@@ -430,20 +442,15 @@ impl<'a, A: VmaAccess> Vma<'a, A> {
         if (start | end) & page_mask != 0
             || !self.contains_range(start, end)
             || start & HPAGE_PMD_MASK != (end - 1) & HPAGE_PMD_MASK
-            || self.may_have_pud_leaves()
         {
             return None;
         }
-        // SAFETY: as in `find_pmd`.
-        let pmd = NonNull::new(unsafe { bindings::mm_find_pmd_table(self.mm(), start) })?;
-        // INVARIANT: as in `find_pmd`, the entry maps `start` and stays in
-        // place for `'a`; the range was checked above.
+        let (pmd, vma) = self.pmd_entry(start)?;
+        // INVARIANT: the entry maps `start` and stays in place for `'a`
+        // (`pmd_entry`); the range was checked above.
         Some(PteRange {
             pmd,
-            vma: Vma {
-                vma: self.vma,
-                _lock: PhantomData,
-            },
+            vma,
             start,
             end,
         })

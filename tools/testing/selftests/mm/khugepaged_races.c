@@ -1080,6 +1080,25 @@ static void *direct_walker(void *arg)
 }
 
 /*
+ * The same bytes as @g's on ext4 (self->fd2), opened with O_DIRECT to be
+ * read into @g->p, the pipe, and the two walkers started.
+ */
+static void start_gup_walkers(struct __test_metadata *_metadata,
+			      struct _test_data_races *self, struct gup *g)
+{
+	char path[64];
+
+	self->fd2 = ext4_fd(g->salt, "direct");
+	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", self->fd2);
+	g->direct = open(path, O_RDONLY | O_DIRECT);
+	ASSERT_GE(g->direct, 0);
+	ASSERT_EQ(0, pipe(g->pipe));
+	ASSERT_EQ(0, start(self, vmsplice_walker, g));
+	ASSERT_EQ(0, start(self, direct_walker, g));
+}
+
+/*
  * GUP-fast walks page tables with interrupts off and no lock, so a table
  * that collapse_pte_mapped_thp() or retract_page_tables() removes must be
  * freed after an RCU grace period (pte_free_defer()), never at once:
@@ -1099,19 +1118,7 @@ TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
 				     MAP_SHARED, self->fd);
 	ASSERT_NE(NULL, g.p);
 	ASSERT_EQ(0, kh_collapse(g.p, PMD_SIZE));
-	/* The same bytes on ext4, read with O_DIRECT into the THP. */
-	self->fd2 = ext4_fd(g.salt, "direct");
-	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
-	{
-		char path[64];
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", self->fd2);
-		g.direct = open(path, O_RDONLY | O_DIRECT);
-		ASSERT_GE(g.direct, 0);
-	}
-	ASSERT_EQ(0, pipe(g.pipe));
-	ASSERT_EQ(0, start(self, vmsplice_walker, &g));
-	ASSERT_EQ(0, start(self, direct_walker, &g));
+	start_gup_walkers(_metadata, self, &g);
 
 	t0 = now();
 	while (!race_over(t0, c.ok)) {
@@ -1167,18 +1174,7 @@ TEST_F_TIMEOUT(races, gup_collapse_file, TIMEOUT)
 	g.p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
 				     MAP_SHARED, self->fd);
 	ASSERT_NE(NULL, g.p);
-	self->fd2 = ext4_fd(g.salt, "direct");
-	ASSERT_GE(self->fd2, 0) TH_LOG("needs KHUGEPAGED_FILE_DIR (ext4)");
-	{
-		char path[64];
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", self->fd2);
-		g.direct = open(path, O_RDONLY | O_DIRECT);
-		ASSERT_GE(g.direct, 0);
-	}
-	ASSERT_EQ(0, pipe(g.pipe));
-	ASSERT_EQ(0, start(self, vmsplice_walker, &g));
-	ASSERT_EQ(0, start(self, direct_walker, &g));
+	start_gup_walkers(_metadata, self, &g);
 
 	t0 = now();
 	while (!race_over(t0, c.ok)) {

@@ -1206,8 +1206,8 @@ impl<'a> PteRange<'a> {
     /// dirty bit carried to the folio, the rmap removed and the reference
     /// dropped; a uffd-wp entry leaves its marker
     /// (`pte_install_uffd_wp_if_needed()`), the rss counters go down once
-    /// for the range, and in a `VM_LOCKED` VMA the munlock batch is drained
-    /// before the lock is dropped. Other entries (none, swap, migration,
+    /// for the range, and the munlock batch (filled in a `VM_LOCKED` VMA)
+    /// is drained before the lock is dropped. Other entries (none, swap, migration,
     /// markers, anonymous CoW copies, large folios) are left alone.
     ///
     /// Returns how many entries it unmapped; 0, doing nothing, if `inv`
@@ -1309,12 +1309,16 @@ impl<'a> PteRange<'a> {
         let (f, s) = unsafe { cleared.release(vma) };
         file += f;
         shmem += s;
-        if unmapped != 0 && vma.flags() & bindings::VM_LOCKED as c_ulong != 0 {
-            // folio_remove_rmap_pte() queued the folios for munlock, in
-            // this CPU's batch, which holds a reference on each: drain it
-            // while the lock keeps us on this CPU, as try_to_unmap_one()
-            // does, so that no reference is left behind.
-            // SAFETY: no requirements; takes only the lruvec lock.
+        if unmapped != 0 {
+            // In a `VM_LOCKED` VMA, folio_remove_rmap_pte() queued the
+            // folios for munlock, in this CPU's batch, which holds a
+            // reference on each: drain it while the lock keeps us on this
+            // CPU, as try_to_unmap_one() does, so that no reference is left
+            // behind. Whatever the flags say now: `mlock()` and `munlock()`
+            // change them under the mmap lock, which we do not hold, so
+            // they may have changed since folio_remove_rmap_pte() read them.
+            // SAFETY: no requirements; takes only this CPU's `mlock_fbatch`
+            // local lock and the lruvec lock.
             unsafe { bindings::mlock_drain_local() };
         }
         // SAFETY: mapped and locked above, released in pte_unmap_unlock()

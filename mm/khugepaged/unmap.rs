@@ -13,15 +13,18 @@
 //! part of the batch, each PTE table is locked once, and the entries are
 //! cleared with one TLB flush ([`PteRange::unmap_file_pages`]).
 //!
-//! `collapse_file()` calls this for each batch of 32 pages whose folios it
-//! has locked (and isolated), and checks their references afterwards: the
-//! folio locks keep new mappings out in between, so what is unmapped here
-//! stays unmapped; batches rather than the whole range at the end, so that
+//! `collapse_file()` calls this for each batch of the small folios it has
+//! locked (and isolated) but left mapped, at most 32 (the range from the
+//! first of them to the loop's index, longer where it holds holes or large
+//! folios), and checks those folios' references afterwards: the folio
+//! locks keep new mappings out in between, so what is unmapped here stays
+//! unmapped; batches rather than the whole range at the end, so that
 //! GUP-fast users stop at the locked folios behind the loop, as they do
 //! behind `try_to_unmap()`, instead of holding references on some page of
-//! the range at every moment until the end; a mapping this walk cannot reach (a PTE of a driver's VMA
-//! mapping a page through `vm_insert_page()`) keeps its reference and
-//! fails the collapse with `SCAN_PAGE_COUNT`, as after `try_to_unmap()`.
+//! the range at every moment until the end. A folio this walk leaves mapped
+//! (a device-exclusive entry, a PTE of a `VM_MIXEDMAP` driver's VMA) is
+//! then unmapped by `try_to_unmap()`, as in 6.12, before its references
+//! are checked; only the folios the loop deferred are rechecked.
 //!
 //! [`PteRange::unmap_file_pages`]: kernel::mm::pgtable::PteRange::unmap_file_pages
 

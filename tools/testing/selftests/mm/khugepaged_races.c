@@ -1149,8 +1149,8 @@ TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
  * it has counted: a reference GUP takes after the count would let a write
  * through it land in the old folio after the copy, and be lost. 6.12's C
  * unmaps and counts each folio in its loop; with unmap_file_range (the
- * Rust implementation) every small folio is unmapped after the loop, with
- * the range locked, and counted then. Each round gives the mapping a new
+ * Rust implementation) the small folios are unmapped 32 pages at a time,
+ * locked, and counted then. Each round gives the mapping a new
  * memfd of small folios, mapped by PTEs here and by a second mapping one
  * MiB off a PMD boundary (two PTE tables), and collapses it while
  * vmsplice() and O_DIRECT reads take and drop references on its pages:

@@ -22,15 +22,28 @@ grep -q '^VERSION = 6$' "$SRC/Makefile" && grep -q '^PATCHLEVEL = 12$' "$SRC/Mak
 
 # Same series already applied?  Nothing to do.
 if ! { [ -d "$APPLIED" ] && diff -qr "$TOP/patches" "$APPLIED" >/dev/null; }; then
+	old=() new=()
+	mapfile -t new < <(series "$TOP/patches")
+	[ -d "$APPLIED" ] && mapfile -t old < <(series "$APPLIED")
+	# The patches both series start with, unchanged, stay applied: only
+	# what follows is reverted and applied again, so that a change to the
+	# last patch rebuilds only what it and those after it touch.
+	keep=0
+	while [ "$keep" -lt "${#old[@]}" ] && [ "$keep" -lt "${#new[@]}" ] &&
+		[ "${old[$keep]}" = "${new[$keep]}" ] &&
+		cmp -s "$APPLIED/${old[$keep]}" "$TOP/patches/${new[$keep]}"; do
+		keep=$((keep + 1))
+	done
 	if [ -d "$APPLIED" ]; then
-		say "patch series changed: reverting the old one"
-		for p in $(series "$APPLIED" | tac); do
+		say "patch series changed from ${old[$keep]:-its end}: reverting $(( ${#old[@]} - keep )) patches"
+		for ((i = ${#old[@]} - 1; i >= keep; i--)); do
+			p=${old[$i]}
 			patch -d "$SRC" -p1 -R -s -f <"$APPLIED/$p" ||
 				die "cannot revert $p; remove $SRC to start afresh"
 		done
 		rm -rf "$APPLIED"
 	fi
-	for p in $(series "$TOP/patches"); do
+	for p in "${new[@]:$keep}"; do
 		say "applying $p"
 		patch -d "$SRC" -p1 -s -f -N <"$TOP/patches/$p" ||
 			die "patches/$p does not apply to Linux $(tree_version) ($SRC); the series is made for 6.12.117 (scripts/check-stable.sh tries every 6.12.y Debian offers)"

@@ -23,7 +23,7 @@ TEST_SUITES = {
     "retract": 2,
     "scan": 1,
     "anon-race": 1,
-    "races": 20,
+    "races": 21,
     "upstream-madvise-anon": 14,
     "upstream-madvise-shmem": 6,
     "upstream-madvise-file": 8,

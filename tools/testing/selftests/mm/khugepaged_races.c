@@ -494,6 +494,7 @@ struct forker {
 	const char *what;
 	unsigned int seed;
 	int fd, salt;
+	const uint8_t *priv;	/* fork_collapse_file's private mapping */
 };
 
 /* Maps the memfd, faults it in (a page table to retract), checks a sample. */
@@ -1209,6 +1210,83 @@ TEST_F_TIMEOUT(races, gup_collapse_file, TIMEOUT)
 	EXPECT_EQ(0, whole_bad(g.p, g.salt));
 	EXPECT_EQ(0, file_bad(self->fd, g.salt));
 	munmap(q, PMD_SIZE);
+}
+
+/* A child of fork_collapse_file: its copy of the private mapping. */
+static void priv_child(struct forker *f, unsigned int seed)
+{
+	_exit(kh_bad_bytes(f->priv, PMD_SIZE, f->salt) ? 1 : 0);
+}
+
+/*
+ * fork() copies the entries of a private file mapping that has an anon_vma
+ * (copy_page_range(), under the parent's mmap lock only), after the
+ * child's VMA went into the file's interval tree: an rmap walk of
+ * collapse_file() can pass the child's VMA while it is still empty and the
+ * parent's before its entry is copied, so that the child maps a locked
+ * folio the walk has gone by. 6.12's reference check after try_to_unmap()
+ * catches that; with unmap_file_range (Rust), a folio still mapped after
+ * the walk is unmapped by try_to_unmap() before its check. A thread forks
+ * children that read their copy of a MAP_PRIVATE mapping of the memfd,
+ * while each round gives it and a shared mapping a new memfd of small
+ * folios, copies one page of the private one on write (the same bytes: an
+ * anon_vma), and collapses the shared one: no byte lost in the parent's,
+ * the children's or the file's view.
+ */
+TEST_F_TIMEOUT(races, fork_collapse_file, TIMEOUT)
+{
+	struct forker f = { .sh = self->sh, .child = priv_child,
+			    .what = "fork", .seed = 9, .salt = 7 };
+	struct counts c = { 0 };
+	uint8_t *p, *priv;
+	long priv_bad = 0;
+	double t0;
+
+	self->fd = shmem_fd(f.salt);
+	ASSERT_GE(self->fd, 0);
+	p = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+				   MAP_SHARED, self->fd);
+	ASSERT_NE(NULL, p);
+	priv = (uint8_t *)aligned_map(PMD_SIZE, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE, self->fd);
+	ASSERT_NE(NULL, priv);
+	f.priv = priv;
+	ASSERT_EQ(0, start(self, forker, &f));
+
+	t0 = now();
+	while (!race_over(t0, c.ok)) {
+		int fd = shmem_fd(f.salt);
+
+		if (fd < 0 ||
+		    mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, fd, 0) != p ||
+		    mmap(priv, PMD_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_FIXED, fd, 0) != priv) {
+			atomic_fetch_add(&self->sh->bad, 1);
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		close(self->fd);
+		self->fd = fd;
+		touch((char *)p, PMD_SIZE);
+		touch((char *)priv, PMD_SIZE);
+		/* The same byte back: an anonymous copy, and an anon_vma. */
+		__atomic_store_n(priv, __atomic_load_n(priv, __ATOMIC_RELAXED),
+				 __ATOMIC_RELAXED);
+		count(&c, madvise(p, PMD_SIZE, MADV_COLLAPSE));
+		priv_bad += whole_bad(priv, f.salt);
+	}
+	stop_threads(self);
+	print_counts("fork_collapse_file", &c);
+	fprintf(stderr, "# %ld children\n", atomic_load(&self->sh->ops));
+	EXPECT_EQ(0, atomic_load(&self->sh->bad));
+	EXPECT_EQ(0, disallowed(&c, E_AGAIN));
+	EXPECT_GE(c.ok, MIN_OK);
+	EXPECT_GE(atomic_load(&self->sh->ops), MIN_OK);
+	EXPECT_EQ(0, priv_bad);
+	EXPECT_EQ(0, whole_bad(p, f.salt));
+	EXPECT_EQ(0, file_bad(self->fd, f.salt));
 }
 
 /* ------------------------------------------------------------------ */

@@ -1146,6 +1146,32 @@ TEST_F_TIMEOUT(races, gup_fast_recollapse, TIMEOUT)
 }
 
 /*
+ * Maps a new memfd of small folios of kh_pattern(, @salt) at @a (shared)
+ * and at @b (with @b_flags, MAP_FIXED added), faults both in by PTEs, and
+ * makes it the case's self->fd; -1 if any of that failed.
+ */
+static int remap_fresh(struct _test_data_races *self, int salt, void *a,
+		       void *b, int b_flags)
+{
+	int fd = shmem_fd(salt);
+
+	if (fd < 0 ||
+	    mmap(a, PMD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 fd, 0) != a ||
+	    mmap(b, PMD_SIZE, PROT_READ | PROT_WRITE, b_flags | MAP_FIXED,
+		 fd, 0) != b) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(self->fd);
+	self->fd = fd;
+	touch(a, PMD_SIZE);
+	touch(b, PMD_SIZE);
+	return 0;
+}
+
+/*
  * collapse_file() copies folios that it has unmapped and whose references
  * it has counted: a reference GUP takes after the count would let a write
  * through it land in the old folio after the copy, and be lost. 6.12's C
@@ -1179,23 +1205,11 @@ TEST_F_TIMEOUT(races, gup_collapse_file, TIMEOUT)
 
 	t0 = now();
 	while (!race_over(t0, c.ok)) {
-		int fd = shmem_fd(g.salt);
-
 		/* The same bytes in small folios, mapped in place of the THP. */
-		if (fd < 0 ||
-		    mmap(g.p, PMD_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_FIXED, fd, 0) != g.p ||
-		    mmap(q, PMD_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_FIXED, fd, 0) != q) {
+		if (remap_fresh(self, g.salt, g.p, q, MAP_SHARED)) {
 			atomic_fetch_add(&self->sh->bad, 1);
-			if (fd >= 0)
-				close(fd);
 			break;
 		}
-		close(self->fd);
-		self->fd = fd;
-		touch((char *)g.p, PMD_SIZE);
-		touch(q, PMD_SIZE);
 		count(&c, madvise(g.p, PMD_SIZE, MADV_COLLAPSE));
 		q_bad += kh_bad_bytes((uint8_t *)q, PMD_SIZE, g.salt);
 	}
@@ -1255,22 +1269,10 @@ TEST_F_TIMEOUT(races, fork_collapse_file, TIMEOUT)
 
 	t0 = now();
 	while (!race_over(t0, c.ok)) {
-		int fd = shmem_fd(f.salt);
-
-		if (fd < 0 ||
-		    mmap(p, PMD_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_FIXED, fd, 0) != p ||
-		    mmap(priv, PMD_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_FIXED, fd, 0) != priv) {
+		if (remap_fresh(self, f.salt, p, priv, MAP_PRIVATE)) {
 			atomic_fetch_add(&self->sh->bad, 1);
-			if (fd >= 0)
-				close(fd);
 			break;
 		}
-		close(self->fd);
-		self->fd = fd;
-		touch((char *)p, PMD_SIZE);
-		touch((char *)priv, PMD_SIZE);
 		/* The same byte back: an anonymous copy, and an anon_vma. */
 		__atomic_store_n(priv, __atomic_load_n(priv, __ATOMIC_RELAXED),
 				 __ATOMIC_RELAXED);

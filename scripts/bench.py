@@ -335,9 +335,21 @@ def main():
             summary[arch]["icount_profile"] = iprof
 
         base = os.path.join(outdir, f"bench-{arch}-{stamp}")
+        # The first -icount boot's figures beside the time's, per row.
+        icount = {x["row"]: x for x in (icount_runs[0][1] if icount_runs else [])
+                  if not x.get("missing")}
+        for x in rows:
+            i = icount.get(x["row"])
+            if i and not x.get("missing"):
+                x.update({"kinstr_c_median": i["c_median_us"],
+                          "kinstr_rust_median": i["rust_median_us"],
+                          "kinstr_ratio": i["ratio"], "kinstr_ratio_min": i["ratio_min"],
+                          "kinstr_ratio_max": i["ratio_max"]})
         with open(base + ".csv", "w", newline="") as f:
             keys = ["row", "n", "c_median_us", "c_min_us", "c_max_us", "rust_median_us",
-                    "rust_min_us", "rust_max_us", "ratio", "ratio_min", "ratio_max", "rust_code"]
+                    "rust_min_us", "rust_max_us", "ratio", "ratio_min", "ratio_max",
+                    "kinstr_c_median", "kinstr_rust_median", "kinstr_ratio", "kinstr_ratio_min",
+                    "kinstr_ratio_max", "rust_code"]
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             for x in rows:
@@ -346,21 +358,28 @@ def main():
         dat = base + ".dat"
         with open(dat, "w") as f:
             for i, x in enumerate(r for r in rows if not r.get("missing")):
-                f.write(f"{i} {x['row']} {x['ratio']:.4f} {x['ratio_min']:.4f} {x['ratio_max']:.4f}\n")
+                # No -icount figure: NaN, which gnuplot leaves out.
+                k = [x.get(f"kinstr_ratio{s}") for s in ("", "_min", "_max")]
+                k = " ".join("NaN" if v is None else f"{v:.4f}" for v in k)
+                f.write(f"{i} {x['row']} {x['ratio']:.4f} {x['ratio_min']:.4f} "
+                        f"{x['ratio_max']:.4f} {k}\n")
         if shutil.which("gnuplot"):
             script = f"""
 set terminal pngcairo size 1000,520 noenhanced
 set output '{base}.png'
-set title 'khugepaged-rs: Rust/C time ratio per row ({arch}, {platform})'
+set title 'khugepaged-rs: Rust/C per row ({arch}): time ({platform}) and instructions (-icount)'
 set ylabel 'Rust / C (median; bars: paired min-max)'
 set xtics rotate by -35
 set bmargin 8
 set grid ytics
 set yrange [0:*]
 set style fill solid 0.5
-set boxwidth 0.6
-plot '{dat}' using 1:3:xtic(2) with boxes title 'ratio', \\
-     '' using 1:3:4:5 with yerrorbars lc rgb 'black' pt 0 title '', \\
+set boxwidth 0.36
+set datafile missing 'NaN'
+plot '{dat}' using ($1-0.19):3:xtic(2) with boxes lc rgb '#b070d0' title 'time', \\
+     '' using ($1-0.19):3:4:5 with yerrorbars lc rgb 'black' pt 0 title '', \\
+     '' using ($1+0.19):6 with boxes lc rgb '#3080c0' title 'instructions', \\
+     '' using ($1+0.19):6:7:8 with yerrorbars lc rgb 'black' pt 0 title '', \\
      1 with lines lc rgb 'red' dt 2 title 'C'
 """
             r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)

@@ -263,7 +263,12 @@ out:
  * the removal then waits for are sleeps, which wall time would count in
  * whole scheduler ticks.
  */
-#define UPROBE_REPEAT	5	/* measurements of the row per round */
+/*
+ * Measurements of the row per round: it is short (some 110k instructions)
+ * and costs one of two values some 3% apart from round to round, so that a
+ * median of nine flipped between them from boot to boot.
+ */
+#define UPROBE_REPEAT	5
 
 static void bench_uprobe(void)
 {
@@ -959,14 +964,9 @@ static int bench(int argc, char **argv)
 				bench_shared("shmem");
 			if (want("file"))
 				bench_shared("file");
-			/*
-			 * A short row (some 110k instructions) whose cost
-			 * takes one of two values some 3% apart, from round
-			 * to round: a median of nine flipped between them
-			 * from boot to boot.
-			 */
-			for (int k = 0; want("uprobe-heal") && k < UPROBE_REPEAT; k++)
-				bench_uprobe();
+			if (want("uprobe-heal"))
+				for (int k = 0; k < UPROBE_REPEAT; k++)
+					bench_uprobe();
 			if (want("retract-")) {
 				bench_retract(1);
 				bench_retract(16);
